@@ -1,0 +1,178 @@
+"""The WSGI edge, outside Flask: trusted proxy hops, then the request id and the access log.
+
+Both live here rather than in Flask hooks because they must cover the whole exchange: a
+streamed body finishes long after Flask's request context has ended, and the access log's
+duration and byte counts are only known then.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any
+
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from app.config import Section
+from app.logs import current_request_id
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+__all__ = ["REQUEST_ID_ENVIRON", "ROUTE_ENVIRON", "UPSTREAM_ENVIRON", "EdgeSettings", "RequestLog", "read_edge_settings", "wrap_wsgi"]
+
+#: Where the request id sits in the WSGI environ for every layer below the edge.
+REQUEST_ID_ENVIRON = "frontdesk.request_id"
+#: Set by the transport so the access log can name the upstream and target that answered.
+UPSTREAM_ENVIRON = "frontdesk.upstream"
+#: Set by a Flask hook: the matched rule, for the access log.
+ROUTE_ENVIRON = "frontdesk.route"
+
+# Bounded length and a conservative alphabet: the id is echoed into headers and logs.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~:+/=-]{0,127}")
+
+access_log = logging.getLogger("frontdesk.access")
+
+
+@dataclass(frozen=True)
+class EdgeSettings:
+    """The [edge] section (the foundation's part of it)."""
+
+    trusted_proxies: int
+
+
+def read_edge_settings(config: dict[str, Any]) -> EdgeSettings:
+    """Read and check the [edge] section."""
+    section = Section("edge", config["EDGE"])
+    settings = EdgeSettings(trusted_proxies=section.integer("trusted_proxies"))
+    section.done()
+    return settings
+
+
+def wrap_wsgi(wsgi_app: WSGIApplication, settings: EdgeSettings) -> WSGIApplication:
+    """Wrap the Flask WSGI app in the edge layers; the first one listed here runs first."""
+    wrapped: WSGIApplication = RequestLog(wsgi_app)
+    if settings.trusted_proxies:
+        # Believe exactly as many X-Forwarded-* hops as there are proxies we run behind, so
+        # a client can neither hide behind nor forge its address.
+        hops = settings.trusted_proxies
+        wrapped = ProxyFix(wrapped, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
+    return wrapped
+
+
+def accept_request_id(value: str | None) -> str:
+    """The client's X-Request-ID when it is well-formed, else a fresh one."""
+    if value and _REQUEST_ID.fullmatch(value):
+        return value
+    return uuid.uuid4().hex
+
+
+class RequestLog:
+    """Give each request an id, return it to the client, and log one line when the body is done."""
+
+    def __init__(self, app: WSGIApplication) -> None:
+        self.app = app
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        """Serve one request under its id."""
+        started = time.perf_counter()
+        request_id = accept_request_id(environ.get("HTTP_X_REQUEST_ID"))
+        environ[REQUEST_ID_ENVIRON] = environ["HTTP_X_REQUEST_ID"] = request_id
+        token = current_request_id.set(request_id)
+        if "HTTP_TRANSFER_ENCODING" in environ:
+            environ["wsgi.input"] = _CountingInput(environ["wsgi.input"])
+        record = _Record(environ, started)
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            record.status = status.split(" ", 1)[0]
+            headers[:] = [(name, value) for name, value in headers if name.lower() != "x-request-id"]
+            headers.append(("X-Request-ID", request_id))
+            return start_response(status, headers, exc_info)
+
+        try:
+            body = self.app(environ, start)
+        except BaseException:
+            record.finish()
+            current_request_id.reset(token)
+            raise
+        return _LoggedBody(body, record)
+
+
+class _Record:
+    """What the access log line needs, gathered while the request runs."""
+
+    __slots__ = ("environ", "started", "status", "bytes_out")
+
+    def __init__(self, environ: WSGIEnvironment, started: float) -> None:
+        self.environ = environ
+        self.started = started
+        self.status = "-"
+        self.bytes_out = 0
+
+    def finish(self) -> None:
+        if not access_log.isEnabledFor(logging.INFO):
+            return
+        environ = self.environ
+        stream = environ.get("wsgi.input")
+        bytes_in = stream.count if isinstance(stream, _CountingInput) else int(environ.get("CONTENT_LENGTH") or 0)
+        upstream = environ.get(UPSTREAM_ENVIRON)
+        access_log.info("request", extra={"fields": {
+            "method": environ.get("REQUEST_METHOD"),
+            "path": (environ.get("RAW_URI") or environ.get("PATH_INFO") or "").partition("?")[0],
+            "route": environ.get(ROUTE_ENVIRON),
+            "upstream": upstream[0] if upstream else None,
+            "target": upstream[1] if upstream else None,
+            "status": int(self.status) if self.status.isdigit() else None,
+            "duration_ms": round((time.perf_counter() - self.started) * 1000, 3),
+            "bytes_in": bytes_in,
+            "bytes_out": self.bytes_out,
+            "client": environ.get("REMOTE_ADDR"),
+        }})
+
+
+class _LoggedBody:
+    """The response body, counted on its way out; closing it writes the access log line."""
+
+    __slots__ = ("body", "record")
+
+    def __init__(self, body: Iterable[bytes], record: _Record) -> None:
+        self.body = body
+        self.record = record
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self.body:
+            self.record.bytes_out += len(chunk)
+            yield chunk
+
+    def close(self) -> None:
+        try:
+            close = getattr(self.body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self.record.finish()
+            current_request_id.set(None)
+
+
+class _CountingInput:
+    """A chunked request body, counted as it is read (its length is not known in advance)."""
+
+    __slots__ = ("stream", "count")
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.count += len(data)
+        return data
+
+    def readline(self, size: int = -1) -> bytes:
+        data = self.stream.readline(size)
+        self.count += len(data)
+        return data

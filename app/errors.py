@@ -1,0 +1,107 @@
+"""Gateway-made errors and the one handler that renders every error as problem+json (RFC 9457)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from flask import Flask, Response
+from werkzeug.exceptions import (
+    BadGateway,
+    BadRequest,
+    GatewayTimeout,
+    HTTPException,
+    InternalServerError,
+    ServiceUnavailable,
+)
+
+from app.logs import current_request_id
+
+__all__ = [
+    "PROBLEM_JSON",
+    "GatewayError",
+    "PathRefused",
+    "UpstreamBusy",
+    "UpstreamTimeout",
+    "UpstreamUnreachable",
+    "problem_response",
+    "register_error_handlers",
+]
+
+PROBLEM_JSON = "application/problem+json"
+_PROBLEM_BASE = "https://frontdesk.dev/problems/"
+
+# Headers that describe a body: the problem document's own replace the ones passed in.
+_BODY_HEADERS = frozenset({"content-type", "content-length", "content-encoding"})
+
+log = logging.getLogger("frontdesk.errors")
+
+
+class GatewayError(HTTPException):
+    """An error the gateway itself answers with; ``problem`` names its documented type."""
+
+    problem = "about:blank"
+
+
+class PathRefused(GatewayError, BadRequest):
+    """The path would climb out of the route's upstream path, or is encoded to hide that."""
+
+    problem = _PROBLEM_BASE + "path-refused"
+
+
+class UpstreamUnreachable(GatewayError, BadGateway):
+    """The upstream refused or reset the connection, or answered with broken HTTP."""
+
+    problem = _PROBLEM_BASE + "upstream-unreachable"
+
+
+class UpstreamTimeout(GatewayError, GatewayTimeout):
+    """The upstream did not answer within the route's timeouts."""
+
+    problem = _PROBLEM_BASE + "upstream-timeout"
+
+
+class UpstreamBusy(GatewayError, ServiceUnavailable):
+    """The upstream already has ``max_in_flight`` calls from this worker: shed load at once."""
+
+    problem = _PROBLEM_BASE + "upstream-busy"
+
+    def get_headers(self, *args: Any, **kwargs: Any) -> list[tuple[str, str]]:
+        """Ask well-behaved clients to come back in a second."""
+        return [*super().get_headers(*args, **kwargs), ("Retry-After", "1")]
+
+
+def problem_response(status: int, title: str, detail: str, problem: str = "about:blank",
+                     headers: list[tuple[str, str]] | None = None) -> Response:
+    """A problem+json response carrying the request id."""
+    body: dict[str, Any] = {"type": problem, "title": title, "status": status, "detail": detail}
+    request_id = current_request_id.get()
+    if request_id:
+        body["request_id"] = request_id
+    response = Response(json.dumps(body), status=status, mimetype=PROBLEM_JSON)
+    for name, value in headers or ():
+        if name.lower() not in _BODY_HEADERS:
+            response.headers.add(name, value)
+    return response
+
+
+def _render_http_error(error: HTTPException) -> Response:
+    status = error.code or 500
+    detail = error.description or ""
+    problem = getattr(error, "problem", "about:blank")
+    # get_response() keeps what the exception adds (Allow on 405, Retry-After, WWW-Authenticate...).
+    headers = list(error.get_response().headers)
+    return problem_response(status, error.name, detail, problem, headers)
+
+
+def _render_unexpected(error: Exception) -> Response:
+    # The last resort: log everything, leak nothing.
+    log.error("unhandled error", exc_info=error)
+    return _render_http_error(InternalServerError("The gateway failed to handle this request."))
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Render every HTTP error, and every unexpected exception, as problem+json."""
+    app.register_error_handler(HTTPException, _render_http_error)
+    app.register_error_handler(Exception, _render_unexpected)

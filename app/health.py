@@ -1,0 +1,25 @@
+"""Liveness and readiness: public by design, and never behind auth or limits."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+
+__all__ = ["LIVE_PATH", "READY_PATH", "health"]
+
+LIVE_PATH = "/livez"
+READY_PATH = "/readyz"
+
+#: The health endpoints' blueprint; registered first, with no policy decorators.
+health = Blueprint("health", __name__)
+
+
+@health.get(LIVE_PATH)
+def live() -> Response:
+    """The worker's event loop answers: restart it if this ever times out."""
+    return jsonify(status="live")
+
+
+@health.get(READY_PATH)
+def ready() -> Response:
+    """The worker has its settings, upstream pools and routes: send it traffic."""
+    return jsonify(status="ready")

@@ -1,0 +1,21 @@
+"""Flask-level hooks, registered in the order they run; the edge (app/edge.py) wraps them all."""
+
+from __future__ import annotations
+
+from flask import Flask, request
+
+from app.edge import ROUTE_ENVIRON
+
+__all__ = ["install_hooks"]
+
+
+def install_hooks(app: Flask) -> None:
+    """Register every before/after-request hook, in execution order."""
+    app.before_request(_note_route)
+
+
+def _note_route() -> None:
+    # The access log is written after Flask's request context is gone; it reads the matched
+    # rule (a template, never the raw path) from the environ instead.
+    rule = request.url_rule
+    request.environ[ROUTE_ENVIRON] = rule.rule if rule is not None else None

@@ -1,0 +1,85 @@
+"""Log lines: JSON (one object a line) or human, each carrying the request id it belongs to."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from app.config import Section
+
+__all__ = ["LogSettings", "configure_logging", "current_request_id", "read_log_settings"]
+
+#: The id of the request this greenlet is serving (greenlets each have their own context).
+current_request_id: ContextVar[str | None] = ContextVar("frontdesk_request_id", default=None)
+
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """The [log] section."""
+
+    level: str
+    format: str
+
+
+def read_log_settings(config: dict[str, Any]) -> LogSettings:
+    """Read and check the [log] section."""
+    section = Section("log", config["LOG"])
+    level = section.string("level", choices=_LEVELS + tuple(level.lower() for level in _LEVELS)).upper()
+    settings = LogSettings(level=level, format=section.string("format", choices=("json", "human")))
+    section.done()
+    return settings
+
+
+class _JSONFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": _timestamp(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": current_request_id.get(),
+        }
+        line.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            line["error"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+class _HumanFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        fields = " ".join(f"{key}={value}" for key, value in getattr(record, "fields", {}).items())
+        text = (
+            f"{_timestamp(record.created)} {record.levelname:<7} {record.name} "
+            f"[{current_request_id.get() or '-'}] {record.getMessage()} {fields}"
+        ).rstrip()
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def _timestamp(created: float) -> str:
+    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+    return f"{seconds}.{int(created % 1 * 1000):03d}Z"
+
+
+def configure_logging(settings: LogSettings) -> None:
+    """Send the ``frontdesk`` loggers to standard error in the chosen format.
+
+    Logging is process-wide; calling this again (a test building another app) replaces the
+    handler instead of adding one.
+    """
+    logger = logging.getLogger("frontdesk")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JSONFormatter() if settings.format == "json" else _HumanFormatter())
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
+    logger.addHandler(handler)
+    logger.setLevel(settings.level)
+    logger.propagate = False

@@ -1,0 +1,77 @@
+"""Header rules in both directions: drop hop-by-hop fields, add the X-Forwarded-* set and Via."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from urllib3.util import SKIP_HEADER
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
+
+__all__ = ["VIA", "request_headers", "response_headers"]
+
+#: How the gateway names itself in Via (RFC 9110 7.6.3): a pseudonym, never a version.
+VIA = "1.1 frontdesk"
+
+# RFC 9110 7.6.1, plus Proxy-Connection which old clients still send.
+_HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
+    "te", "trailer", "transfer-encoding", "upgrade",
+})
+# Request headers the gateway sets itself, or that make no sense past it: the body is already
+# being streamed (Expect), and X-Forwarded-* are rebuilt from what the edge trusts.
+_REPLACED_ON_REQUEST = frozenset({"host", "expect", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "via"})
+
+# WSGI environ keys that are request headers but lack the HTTP_ prefix.
+_UNPREFIXED = {"CONTENT_TYPE": "Content-Type", "CONTENT_LENGTH": "Content-Length"}
+
+
+def _connection_tokens(value: str | None) -> frozenset[str]:
+    """The header names a Connection field lists: they are hop-by-hop too."""
+    if not value:
+        return frozenset()
+    return frozenset(token.strip().lower() for token in value.split(",") if token.strip())
+
+
+def request_headers(environ: WSGIEnvironment, host: str) -> dict[str, str]:
+    """The headers to send upstream for this request, ``host`` being the Host to send."""
+    dropped = _HOP_BY_HOP | _REPLACED_ON_REQUEST | _connection_tokens(environ.get("HTTP_CONNECTION"))
+    headers = {"Host": host}
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            name = key[5:].replace("_", "-").title()
+        elif key in _UNPREFIXED:
+            name = _UNPREFIXED[key]
+            if not value:
+                continue  # WSGI servers may set these empty when the header was absent
+        else:
+            continue
+        if name.lower() not in dropped:
+            headers[name] = value
+
+    # The TCP peer, before ProxyFix rewrote REMOTE_ADDR (it keeps the original aside), is
+    # appended to the chain the request claims.
+    peer = environ.get("werkzeug.proxy_fix.orig", environ).get("REMOTE_ADDR", "")
+    forwarded_for = environ.get("HTTP_X_FORWARDED_FOR")
+    headers["X-Forwarded-For"] = f"{forwarded_for}, {peer}" if forwarded_for else peer
+    # Scheme and host as the client used them (ProxyFix has already applied trusted hops).
+    headers["X-Forwarded-Proto"] = environ.get("wsgi.url_scheme", "http")
+    client_host = environ.get("HTTP_HOST")
+    if client_host:
+        headers["X-Forwarded-Host"] = client_host
+    # urllib3 would otherwise add its own Accept-Encoding and User-Agent: send only the client's.
+    headers.setdefault("Accept-Encoding", SKIP_HEADER)
+    headers.setdefault("User-Agent", SKIP_HEADER)
+    via = environ.get("HTTP_VIA")
+    headers["Via"] = f"{via}, {VIA}" if via else VIA
+    return headers
+
+
+def response_headers(fields: Iterable[tuple[str, str]], connection: str | None) -> list[tuple[str, str]]:
+    """The upstream's response headers minus hop-by-hop ones, duplicates (Set-Cookie) kept."""
+    dropped = _HOP_BY_HOP | _connection_tokens(connection)
+    headers = [(name, value) for name, value in fields if name.lower() not in dropped]
+    headers.append(("Via", VIA))
+    return headers

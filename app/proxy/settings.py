@@ -1,0 +1,102 @@
+"""The [upstreams.NAME] tables, read once into frozen settings."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from app.config import ConfigError, Section
+
+__all__ = ["Target", "UpstreamSettings", "read_upstreams"]
+
+_NAME = r"[a-z][a-z0-9_-]{0,62}"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One address an upstream is served at: ``scheme://host:port``, no path."""
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+    netloc: str  # as sent in the Host header
+
+
+@dataclass(frozen=True)
+class UpstreamSettings:
+    """One upstream service and how to talk to it."""
+
+    name: str
+    targets: tuple[Target, ...]
+    connect_timeout: float
+    read_timeout: float
+    timeout: float
+    max_in_flight: int
+    pool_size: int
+    preserve_host: bool
+
+
+def read_upstreams(config: Mapping[str, Any]) -> dict[str, UpstreamSettings]:
+    """Every declared upstream by name, with [upstream_defaults] under each."""
+    defaults = _read_options(Section("upstream_defaults", config["UPSTREAM_DEFAULTS"]), every=True)
+    upstreams = {}
+    for section in Section("upstreams", config["UPSTREAMS"]).tables():
+        name = section.path.split(".", 1)[1]
+        if not _is_name(name):
+            raise ConfigError(section.path, name, "an upstream name of lower-case letters, digits, - and _")
+        targets = section.strings("targets", allow_empty=False)
+        options = {**defaults, **_read_options(section, every=False)}
+        upstreams[name] = UpstreamSettings(
+            name=name, targets=tuple(_target(section.key("targets"), url) for url in targets), **options
+        )
+    return upstreams
+
+
+# Each option's reader; the same ones check [upstream_defaults] and every [upstreams.NAME].
+_OPTIONS: dict[str, Callable[[Section, str], Any]] = {
+    "connect_timeout": Section.seconds,
+    "read_timeout": Section.seconds,
+    "timeout": Section.seconds,
+    "max_in_flight": lambda section, key: section.integer(key, minimum=1),
+    "pool_size": lambda section, key: section.integer(key, minimum=1),
+    "preserve_host": Section.boolean,
+}
+
+
+def _read_options(section: Section, every: bool) -> dict[str, Any]:
+    options = {key: read(section, key) for key, read in _OPTIONS.items() if every or section.has(key)}
+    section.done()
+    return options
+
+
+def _is_name(name: str) -> bool:
+    return re.fullmatch(_NAME, name) is not None
+
+
+def _target(key: str, url: str) -> Target:
+    expected = "an http:// or https:// URL with a host and no path, query or credentials"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ConfigError(key, url, expected) from None
+    if (
+        parts.scheme not in _DEFAULT_PORTS
+        or not parts.hostname
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+    ):
+        raise ConfigError(key, url, expected)
+    port = port or _DEFAULT_PORTS[parts.scheme]
+    host = parts.hostname
+    shown_host = f"[{host}]" if ":" in host else host
+    netloc = shown_host if port == _DEFAULT_PORTS[parts.scheme] else f"{shown_host}:{port}"
+    return Target(url=f"{parts.scheme}://{shown_host}:{port}", scheme=parts.scheme, host=host, port=port,
+                  netloc=netloc)

@@ -1,0 +1,127 @@
+"""Declared routes: the [[routes]] tables compiled into one blueprint of ordinary views."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint
+from werkzeug.routing import Map, Rule
+
+from app.config import ConfigError, Section
+from app.proxy import ProxyResponse, Upstream, UpstreamPath
+
+__all__ = ["RouteSettings", "build_routes_blueprint", "read_routes"]
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+@dataclass(frozen=True)
+class RouteSettings:
+    """One declared route: a Flask rule forwarded to an upstream."""
+
+    name: str  # the endpoint name, "routes.<name>" in url_for
+    path: str
+    methods: tuple[str, ...]
+    upstream: str
+    upstream_path: UpstreamPath | None
+
+
+def read_routes(config: Mapping[str, Any], upstream_names: Collection[str]) -> tuple[RouteSettings, ...]:
+    """Read and check every [[routes]] entry against the rules Flask accepts and the known upstreams."""
+    raw_routes = config["ROUTES"]
+    if not isinstance(raw_routes, list):
+        raise ConfigError("routes", raw_routes, "an array of tables ([[routes]])")
+    defaults = Section("route_defaults", config["ROUTE_DEFAULTS"])
+    default_methods = _methods(defaults)
+    defaults.done()
+    routes: list[RouteSettings] = []
+    seen: dict[tuple[str, str], int] = {}
+    for index, raw in enumerate(raw_routes):
+        route = _read_route(Section(f"routes[{index}]", raw), default_methods, upstream_names, index)
+        for method in route.methods:
+            if (route.path, method) in seen:
+                raise ConfigError(f"routes[{index}].path", route.path,
+                                  f"a path and method not already declared by routes[{seen[route.path, method]}]")
+            seen[route.path, method] = index
+        routes.append(route)
+    return tuple(routes)
+
+
+def _methods(section: Section) -> tuple[str, ...]:
+    methods = tuple(method.upper() for method in section.strings("methods", allow_empty=False))
+    for method in methods:
+        if method not in _METHODS:
+            raise ConfigError(section.key("methods"), method, "one of " + ", ".join(_METHODS))
+    return methods
+
+
+def _read_route(section: Section, default_methods: tuple[str, ...], upstream_names: Collection[str],
+                index: int) -> RouteSettings:
+    path = section.string("path", expected="a Flask rule starting with /")
+    variables = _rule_variables(section.key("path"), path)
+    methods = _methods(section) if section.has("methods") else default_methods
+    upstream = section.string("upstream")
+    if upstream not in upstream_names:
+        raise ConfigError(section.key("upstream"), upstream, "the name of an [upstreams.NAME] table")
+    template = section.optional_string("upstream_path")
+    upstream_path = None
+    if template is not None:
+        upstream_path = _upstream_path(section.key("upstream_path"), template, variables)
+    name = section.string("name", _endpoint_name(path, index), pattern=r"[A-Za-z_][A-Za-z0-9_]*",
+                          expected="a name of letters, digits and _")
+    section.done()
+    return RouteSettings(name=name, path=path, methods=methods, upstream=upstream, upstream_path=upstream_path)
+
+
+def _rule_variables(key: str, path: str) -> frozenset[str]:
+    if not path.startswith("/"):
+        raise ConfigError(key, path, "a Flask rule starting with /")
+    rule = Rule(path)
+    try:
+        Map([rule])  # binding compiles the rule and resolves its converters
+    except (ValueError, LookupError) as error:
+        raise ConfigError(key, path, f"a valid Flask rule ({error})") from None
+    return frozenset(rule.arguments)
+
+
+def _upstream_path(key: str, template: str, variables: frozenset[str]) -> UpstreamPath:
+    if not template.startswith("/") or "?" in template or "#" in template:
+        raise ConfigError(key, template, "a path starting with / (the query string passes through as sent)")
+    try:
+        upstream_path = UpstreamPath(template)
+    except ValueError as error:
+        raise ConfigError(key, template, f"a template with {{name}} fields ({error})") from None
+    unknown = set(upstream_path.fields) - variables
+    if unknown:
+        known = ", ".join(sorted(variables)) or "none"
+        raise ConfigError(key, template, f"fields among the rule's variables ({known}), not {sorted(unknown)}")
+    return upstream_path
+
+
+def _endpoint_name(path: str, index: int) -> str:
+    without_converters = re.sub(r"<(?:[^:>]*:)?([^>]+)>", r"\1", path)
+    return f"r{index}_" + re.sub(r"[^A-Za-z0-9]+", "_", without_converters).strip("_")
+
+
+def build_routes_blueprint(routes: tuple[RouteSettings, ...]) -> Blueprint:
+    """The built-in blueprint: one view per declared route, made like any hand-written one."""
+    blueprint = Blueprint("routes", __name__)
+    for route in routes:
+        blueprint.add_url_rule(route.path, endpoint=route.name, view_func=_forwarding_view(route, blueprint),
+                               methods=list(route.methods))
+    return blueprint
+
+
+def _forwarding_view(route: RouteSettings, blueprint: Blueprint) -> Callable[..., ProxyResponse]:
+    upstream = Upstream(route.upstream, blueprint)
+    template = route.upstream_path
+
+    def forward(**values: object) -> ProxyResponse:
+        return upstream.forward(template.render(values) if template else None)
+
+    forward.__name__ = route.name
+    forward.__doc__ = f"Forward {route.path} to the {route.upstream} upstream."
+    return forward

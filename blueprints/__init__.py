@@ -1,0 +1,16 @@
+"""The route families written in code, registered in this order after the declared routes.
+
+Adding a family: one module here with a Blueprint, plus one line in BLUEPRINTS.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+from blueprints import users
+
+__all__ = ["BLUEPRINTS"]
+
+BLUEPRINTS: tuple[Blueprint, ...] = (
+    users.bp,
+)

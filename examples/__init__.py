@@ -1,0 +1,1 @@
+"""Example code that ships with Frontdesk: demo backends and usage samples."""

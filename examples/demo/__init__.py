@@ -1,0 +1,1 @@
+"""Demo backend services (users, orders, catalog) that `make run` puts behind the gateway."""

@@ -1,0 +1,1 @@
+"""Frontdesk's test suite."""

@@ -1,0 +1,69 @@
+"""Fixtures: a fresh gateway per test, real scripted backends, real gunicorn when a test needs it."""
+
+from gevent import monkey
+
+# The gateway runs patched under gunicorn's gevent worker; tests run the same way, so the
+# deadlines (gevent.Timeout) and the fake backends' threads behave as in production.
+if not monkey.is_module_patched("socket"):
+    monkey.patch_all()
+
+from collections.abc import Callable, Iterator  # noqa: E402
+from typing import Any  # noqa: E402
+
+import pytest  # noqa: E402
+from flask import Flask  # noqa: E402
+from flask.testing import FlaskClient  # noqa: E402
+
+from app import create_app  # noqa: E402
+from tests.fakes.backend import Backend  # noqa: E402
+from tests.gateway import Gateway  # noqa: E402
+
+AppFactory = Callable[..., Flask]
+
+
+@pytest.fixture
+def backend() -> Iterator[Backend]:
+    """A running scripted backend that records what it receives."""
+    with Backend("echo") as running:
+        yield running
+
+
+def echo_config(backend: Backend, **upstream: Any) -> dict[str, Any]:
+    """Overrides for one upstream ``echo`` at ``backend`` and a catch-all route to it."""
+    return {
+        "UPSTREAMS": {"echo": {"targets": [backend.url], **upstream}},
+        "ROUTES": [{"path": "/<path:rest>", "upstream": "echo",
+                    "methods": ["GET", "POST", "PUT", "PATCH", "DELETE"]}],
+    }
+
+
+@pytest.fixture
+def make_app() -> AppFactory:
+    """Build a fresh testing app; keyword arguments are create_app overrides."""
+    def make(**overrides: Any) -> Flask:
+        overrides.setdefault("blueprints", ())
+        return create_app("testing", **overrides)
+
+    return make
+
+
+@pytest.fixture
+def client(make_app: AppFactory, backend: Backend) -> FlaskClient:
+    """A test client of a gateway forwarding everything to ``backend``."""
+    return make_app(**echo_config(backend)).test_client()
+
+
+@pytest.fixture
+def start_gateway(tmp_path: Any) -> Iterator[Callable[..., Gateway]]:
+    """Start real gunicorn gevent gateways; every one is stopped at the end of the test."""
+    started: list[Gateway] = []
+
+    def start(config: str, workers: int = 2, env: dict[str, str] | None = None) -> Gateway:
+        gateway = Gateway(tmp_path, config, workers=workers, env=env)
+        started.append(gateway)
+        gateway.start()
+        return gateway
+
+    yield start
+    for gateway in started:
+        gateway.stop()
