@@ -6,19 +6,23 @@ dataclass. A bad value raises :class:`ConfigError`, whose message is the one lin
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from settings import DEFAULT_ENV, ENVIRONMENTS
+from settings import DEFAULT_ENV, ENVIRONMENTS, Base
 
 __all__ = ["ConfigError", "Section", "load_config"]
 
 # Variables with a double underscore override one key: GATEWAY_UPSTREAMS__USERS__TIMEOUT=2.
 _OVERRIDE_PREFIX = "GATEWAY_"
 _OVERRIDE_SEPARATOR = "__"
+# The configuration's sections: the upper-case settings attributes, less Flask's own TESTING
+# switch, which only the settings classes set.
+_SECTIONS = frozenset(key for key in dir(Base) if key.isupper() and key != "TESTING")
 
 
 class ConfigError(Exception):
@@ -40,8 +44,8 @@ def load_config(
     if name not in ENVIRONMENTS:
         raise ConfigError("GATEWAY_ENV", name, "one of " + ", ".join(sorted(ENVIRONMENTS)))
     settings_class = ENVIRONMENTS[name]
-    config = {key: getattr(settings_class, key) for key in dir(settings_class) if key.isupper()}
-    config = _merge(config, {})  # a deep copy: class attributes are shared between apps
+    # A deep copy: the class attributes (lists included) are shared by every app built from them.
+    config = copy.deepcopy({key: getattr(settings_class, key) for key in dir(settings_class) if key in _SECTIONS})
 
     path = config_file or environ.get("GATEWAY_CONFIG")
     if path:
@@ -49,7 +53,7 @@ def load_config(
     config = _merge(config, _environment_overrides(environ, config))
     if overrides:
         config = _merge(config, _sections(overrides, config, "create_app", upper=True))
-    return name, config
+    return name, {**config, "TESTING": settings_class.TESTING}
 
 
 def _read_toml(path: str) -> dict[str, Any]:
@@ -70,7 +74,7 @@ def _sections(
     for key, value in data.items():
         section = key if upper else key.upper()
         if section not in known or (not upper and key != key.lower()):
-            names = ", ".join(sorted(k.lower() for k in known if k != "TESTING"))
+            names = ", ".join(sorted(k.lower() for k in known))
             raise ConfigError(f"{origin}: [{key}]", value, f"a known section ({names})")
         sections[section] = value
     return sections
@@ -160,7 +164,7 @@ class Section:
         if isinstance(value, str):
             value = _parse(value, float)
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < 86400:
-            raise ConfigError(self.key(name), value, "a number of seconds > 0")
+            raise ConfigError(self.key(name), value, "a number of seconds > 0 and < 86400")
         return float(value)
 
     def boolean(self, name: str, default: bool | None = None) -> bool:

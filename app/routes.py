@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint
-from werkzeug.routing import Map, Rule
+from werkzeug.routing import Map, Rule, ValidationError
 
 from app.config import ConfigError, Section
 from app.proxy import ProxyResponse, Upstream, UpstreamPath
@@ -16,6 +16,8 @@ from app.proxy import ProxyResponse, Upstream, UpstreamPath
 __all__ = ["RouteSettings", "build_routes_blueprint", "read_routes"]
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+# <converter(args):name> -> <converter(args)>: the rule's shape without its variable names.
+_VARIABLE_NAME = re.compile(r"<(?:([^:>]+):)?[^:>]+>")
 
 
 @dataclass(frozen=True)
@@ -39,19 +41,29 @@ def read_routes(config: Mapping[str, Any], upstream_names: Collection[str]) -> t
     defaults.done()
     routes: list[RouteSettings] = []
     seen: dict[tuple[str, str], int] = {}
+    names: dict[str, int] = {}
     for index, raw in enumerate(raw_routes):
         route = _read_route(Section(f"routes[{index}]", raw), default_methods, upstream_names, index)
-        for method in route.methods:
-            if (route.path, method) in seen:
+        if route.name in names:
+            raise ConfigError(f"routes[{index}].name", route.name, f"a name not used by routes[{names[route.name]}]")
+        names[route.name] = index
+        # Rules that differ only in variable names match the same requests, and Flask answers
+        # HEAD on every GET rule: either way the later route would never be reached.
+        shape = _VARIABLE_NAME.sub(r"<\1>", route.path)
+        methods = {*route.methods, "HEAD"} if "GET" in route.methods else set(route.methods)
+        for method in sorted(methods):
+            if (shape, method) in seen:
                 raise ConfigError(f"routes[{index}].path", route.path,
-                                  f"a path and method not already declared by routes[{seen[route.path, method]}]")
-            seen[route.path, method] = index
+                                  f"a path and method ({method}) not already served by routes[{seen[shape, method]}]")
+            seen[shape, method] = index
         routes.append(route)
     return tuple(routes)
 
 
 def _methods(section: Section) -> tuple[str, ...]:
     methods = tuple(method.upper() for method in section.strings("methods", allow_empty=False))
+    if len(set(methods)) != len(methods):
+        raise ConfigError(section.key("methods"), list(methods), "each method once")
     for method in methods:
         if method not in _METHODS:
             raise ConfigError(section.key("methods"), method, "one of " + ", ".join(_METHODS))
@@ -82,8 +94,18 @@ def _rule_variables(key: str, path: str) -> frozenset[str]:
     rule = Rule(path)
     try:
         Map([rule])  # binding compiles the rule and resolves its converters
-    except (ValueError, LookupError) as error:
+    except (ValueError, LookupError, SyntaxError) as error:  # SyntaxError: a variable used twice
         raise ConfigError(key, path, f"a valid Flask rule ({error})") from None
+    # Converter arguments are only used when a request matches (<int(min=x):id> fails every
+    # request with a TypeError); try each converter once now. A sample that merely does not
+    # fit (ValidationError, ValueError) is fine.
+    for converter in rule._converters.values():
+        try:
+            converter.to_python("1")
+        except (ValidationError, ValueError):
+            pass
+        except TypeError as error:
+            raise ConfigError(key, path, f"converter arguments of the right type ({error})") from None
     return frozenset(rule.arguments)
 
 

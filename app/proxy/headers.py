@@ -21,8 +21,10 @@ _HOP_BY_HOP = frozenset({
     "te", "trailer", "transfer-encoding", "upgrade",
 })
 # Request headers the gateway sets itself, or that make no sense past it: the body is already
-# being streamed (Expect), and X-Forwarded-* are rebuilt from what the edge trusts.
-_REPLACED_ON_REQUEST = frozenset({"host", "expect", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "via"})
+# being streamed (Expect). Every X-Forwarded-* and Forwarded field a client sends is dropped
+# (those the gateway vouches for are rebuilt below), so none can be forged past it.
+_REPLACED_ON_REQUEST = frozenset({"host", "expect", "via", "forwarded"})
+_FORWARDED_PREFIX = "x-forwarded-"
 
 # WSGI environ keys that are request headers but lack the HTTP_ prefix.
 _UNPREFIXED = {"CONTENT_TYPE": "Content-Type", "CONTENT_LENGTH": "Content-Length"}
@@ -48,7 +50,8 @@ def request_headers(environ: WSGIEnvironment, host: str) -> dict[str, str]:
                 continue  # WSGI servers may set these empty when the header was absent
         else:
             continue
-        if name.lower() not in dropped:
+        lower = name.lower()
+        if lower not in dropped and not lower.startswith(_FORWARDED_PREFIX):
             headers[name] = value
 
     # The TCP peer, before ProxyFix rewrote REMOTE_ADDR (it keeps the original aside), is

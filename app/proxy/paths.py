@@ -30,7 +30,8 @@ def check_path(raw_path: str) -> None:
                 raise PathRefused("The path hides a slash in a segment (%2F).")
         else:
             decoded = segment
-        if decoded in (".", "..") or _FORBIDDEN.search(decoded):
+        # "..;x" counts too: servlet containers drop the ";..." parameters, then climb.
+        if decoded.split(";", 1)[0] in (".", "..") or _FORBIDDEN.search(decoded):
             raise PathRefused("The path contains a dot-segment or a forbidden character.")
 
 
@@ -38,9 +39,17 @@ class UpstreamPath:
     """An ``upstream_path`` template such as ``/users/{rest}``, filled from the rule's variables."""
 
     def __init__(self, template: str) -> None:
+        """Parse ``template``; ValueError when a field is not a plain ``{name}``."""
         self.template = template
-        self.fields = tuple(name for _, name, _, _ in Formatter().parse(template) if name is not None)
+        fields = []
+        for _, name, spec, conversion in Formatter().parse(template):
+            if name is None:
+                continue
+            if not name.isidentifier() or spec or conversion:
+                raise ValueError(f"{{{name}}} must be a plain {{name}}, without conversion, format or index")
+            fields.append(name)
+        self.fields = tuple(fields)
 
     def render(self, values: Mapping[str, object]) -> str:
-        """The template with each variable percent-encoded; ``/`` stays only inside ``path`` values."""
+        """The template with each value percent-encoded, ``/`` kept (a ``path`` value spans segments)."""
         return self.template.format_map({name: quote(str(values[name]), safe=_PCHAR + "/") for name in self.fields})

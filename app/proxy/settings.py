@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from app.config import ConfigError, Section
 __all__ = ["Target", "UpstreamSettings", "read_upstreams"]
 
 _NAME = r"[a-z][a-z0-9_-]{0,62}"
+_HOSTNAME = r"(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*\.?"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -78,6 +80,17 @@ def _is_name(name: str) -> bool:
     return re.fullmatch(_NAME, name) is not None
 
 
+def _is_host(host: str | None) -> bool:
+    """A DNS name or an IP address (urlsplit accepts spaces and worse)."""
+    if not host:
+        return False
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return re.fullmatch(_HOSTNAME, host) is not None
+
+
 def _target(key: str, url: str) -> Target:
     expected = "an http:// or https:// URL with a host and no path, query or credentials"
     try:
@@ -87,15 +100,17 @@ def _target(key: str, url: str) -> Target:
         raise ConfigError(key, url, expected) from None
     if (
         parts.scheme not in _DEFAULT_PORTS
-        or not parts.hostname
+        or not _is_host(parts.hostname)
+        or port == 0
         or parts.path not in ("", "/")
         or parts.query
         or parts.fragment
         or parts.username is not None
     ):
         raise ConfigError(key, url, expected)
-    port = port or _DEFAULT_PORTS[parts.scheme]
+    port = _DEFAULT_PORTS[parts.scheme] if port is None else port
     host = parts.hostname
+    assert host is not None
     shown_host = f"[{host}]" if ":" in host else host
     netloc = shown_host if port == _DEFAULT_PORTS[parts.scheme] else f"{shown_host}:{port}"
     return Target(url=f"{parts.scheme}://{shown_host}:{port}", scheme=parts.scheme, host=host, port=port,

@@ -1,0 +1,40 @@
+# Frontdesk: `make run` starts the demo, `make test` installs and runs every check.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Rebuilt whenever the dependencies in setup.cfg change.
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck pytest check-config clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## run: the demo services and the gateway (gunicorn, gevent workers) on 127.0.0.1:8080; Ctrl-C stops both
+run: $(STAMP)
+	@trap 'kill $$demo 2>/dev/null; wait $$demo 2>/dev/null' EXIT INT TERM; \
+	$(BIN)/python -m examples.demo & demo=$$!; \
+	GATEWAY_ENV=$${GATEWAY_ENV:-development} $(BIN)/gunicorn -c gunicorn.conf.py
+
+## test: lint, type check, then the whole suite (unit and end-to-end)
+test: lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/flake8 app blueprints settings tests examples wsgi.py gunicorn.conf.py
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## check-config: validate settings and GATEWAY_CONFIG without serving
+check-config: $(STAMP)
+	$(BIN)/python -m app check
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache
