@@ -23,7 +23,10 @@ from app.logs import current_request_id
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["REQUEST_ID_ENVIRON", "ROUTE_ENVIRON", "UPSTREAM_ENVIRON", "EdgeSettings", "RequestLog", "read_edge_settings", "wrap_wsgi"]
+__all__ = [
+    "REQUEST_ID_ENVIRON", "ROUTE_ENVIRON", "UPSTREAM_ENVIRON", "EdgeSettings", "RequestLog", "accept_request_id",
+    "read_edge_settings", "wrap_wsgi",
+]
 
 #: Where the request id sits in the WSGI environ for every layer below the edge.
 REQUEST_ID_ENVIRON = "frontdesk.request_id"

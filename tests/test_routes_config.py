@@ -117,6 +117,7 @@ def test_upstream_path_field_must_be_a_rule_variable(path: str, template: str, k
         f"routes[0].upstream_path = {template!r}: expected fields among the rule's variables ({known}), not {unknown}"
     )
 
+
 @pytest.mark.parametrize("template", ["/u/{id!x}", "/u/{id:d}", "/u/{id!r}", "/u/{}", "/u/{0}", "/u/{id.attr}",
                                       "/u/{id[0]}"])
 def test_upstream_path_field_must_be_a_plain_name(template: str) -> None:

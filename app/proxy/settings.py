@@ -14,7 +14,8 @@ from app.config import ConfigError, Section
 __all__ = ["Target", "UpstreamSettings", "read_upstreams"]
 
 _NAME = r"[a-z][a-z0-9_-]{0,62}"
-_HOSTNAME = r"(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*\.?"
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*\.?"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
