@@ -224,6 +224,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     server_version = "FakeBackend/1.0"
+    # Head and body go out in separate writes; with Nagle on, each answer would wait ~40 ms
+    # for the client's delayed ACK.
+    disable_nagle_algorithm = True
     server: _Server
 
     def version_string(self) -> str:
