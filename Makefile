@@ -24,7 +24,7 @@ run: $(STAMP)
 test: lint typecheck pytest
 
 lint: $(STAMP)
-	$(BIN)/flake8 app blueprints settings tests examples wsgi.py gunicorn.conf.py
+	$(BIN)/flake8 app blueprints settings tests examples bench wsgi.py gunicorn.conf.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

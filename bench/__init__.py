@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that measure the gateway and what it is compared with."""
