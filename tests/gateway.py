@@ -65,8 +65,8 @@ class Gateway:
                     # The first answer proves one worker; give the others their boot time too.
                     time.sleep(0.3)
                     return
-            except requests.ConnectionError:
-                pass
+            except requests.RequestException:
+                pass  # the socket is bound before workers boot: connections queue, then time out
             time.sleep(0.1)
         raise RuntimeError(f"gateway did not come up:\n{self.log()}")
 
