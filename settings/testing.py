@@ -6,9 +6,19 @@ from typing import Any
 
 from settings.base import Base
 
+# Port 9 (discard) on loopback: nothing listens there, so a test that forgets to point an
+# upstream at its own backend gets a 502, never somebody else's service.
+_NOWHERE = "http://127.0.0.1:9"
+
 
 class Testing(Base):
     """Flask's testing mode; quiet logs unless a test asks for them."""
 
     TESTING = True
     LOG: dict[str, Any] = {"level": "WARNING", "format": "json"}
+
+    # The upstreams the code blueprints (blueprints.BLUEPRINTS) forward to, so every testing
+    # app starts; a test that exercises one points it at its own backend.
+    UPSTREAMS: dict[str, Any] = {
+        "users": {"targets": [_NOWHERE]},
+    }

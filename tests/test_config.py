@@ -417,7 +417,7 @@ BAD_VALUES: list[tuple[dict[str, Any], str, object, str]] = [
      "a whole number >= 1"),
     ({"UPSTREAMS": {"users": {**USERS, "preserve_host": "perhaps"}}}, "upstreams.users.preserve_host", "perhaps",
      "true or false"),
-    ({"UPSTREAMS": {"users": {}}}, "upstreams.users.targets", [], "a list of strings, not empty"),
+    ({"UPSTREAMS": {"billing": {}}}, "upstreams.billing.targets", [], "a list of strings, not empty"),
     ({"UPSTREAMS": {"users": {"targets": [""]}}}, "upstreams.users.targets", [""], "a list of strings, not empty"),
     ({"UPSTREAMS": {"users": {"targets": {"a": "http://h"}}}}, "upstreams.users.targets", {"a": "http://h"},
      "a list of strings, not empty"),

@@ -264,8 +264,8 @@ def test_undeclared_method_is_answered_405(make_app: AppFactory) -> None:
 
 
 def test_route_to_an_undeclared_upstream_stops_create_app(make_app: AppFactory) -> None:
-    with pytest.raises(ConfigError, match=r"^routes\[0\]\.upstream = 'users': expected the name of an "):
-        make_app(ROUTES=[{"path": "/a", "upstream": "users"}])
+    with pytest.raises(ConfigError, match=r"^routes\[0\]\.upstream = 'billing': expected the name of an "):
+        make_app(ROUTES=[{"path": "/a", "upstream": "billing"}])
 
 
 def forwarding_blueprint(upstream: str) -> Blueprint:
@@ -294,9 +294,10 @@ def test_blueprint_forwarding_to_a_configured_upstream_starts(make_app: AppFacto
     assert rule_of(app, "/api/billing").endpoint == "billing.invoices"
 
 
-def test_project_blueprints_need_their_upstreams() -> None:
+def test_project_blueprints_need_their_upstreams(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GATEWAY_CONFIG", raising=False)
     with pytest.raises(ConfigError) as caught:
-        create_app("testing")
+        create_app("production")  # declares no upstreams; testing points the blueprints' ones nowhere
     assert caught.value.key == "upstreams.users"
     assert "blueprint 'users' forwards to it" in str(caught.value)
 
