@@ -14,6 +14,7 @@ from typing import IO, TYPE_CHECKING
 
 import gevent
 from flask import Response
+from werkzeug.wsgi import LimitedStream
 from urllib3 import BaseHTTPResponse, HTTPConnectionPool
 from urllib3.exceptions import HTTPError, NewConnectionError, TimeoutError
 
@@ -51,8 +52,15 @@ def build_request(environ: WSGIEnvironment, host: str, url: str) -> UpstreamRequ
         # Never both framings upstream: a chunked body is re-chunked, and a Content-Length
         # that came with it (gunicorn refuses those, other servers may not) is dropped.
         headers.pop("Content-Length", None)
-    has_body = chunked or int(environ.get("CONTENT_LENGTH") or 0) > 0
-    body = environ["wsgi.input"] if has_body else None
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body: IO[bytes] | None = None
+    if chunked:
+        body = environ["wsgi.input"]
+    elif length > 0:
+        # gunicorn ends a body cut short by the client quietly; LimitedStream raises
+        # ClientDisconnected instead, so the upstream call is abandoned (its connection closed,
+        # never left waiting for bytes that will not come) rather than sent as if complete.
+        body = LimitedStream(environ["wsgi.input"], length)  # type: ignore[assignment]
     return UpstreamRequest(environ["REQUEST_METHOD"], url, headers, body, chunked)
 
 
