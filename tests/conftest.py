@@ -55,14 +55,13 @@ def client(make_app: AppFactory, backend: Backend) -> FlaskClient:
 
 @pytest.fixture
 def start_gateway(tmp_path: Any) -> Iterator[Callable[..., Gateway]]:
-    """Start real gunicorn gevent gateways; every one is stopped at the end of the test."""
+    """Start real gunicorn gevent gateways (``wait=False``: don't wait for /livez); all stopped at the end."""
     started: list[Gateway] = []
 
-    def start(config: str, workers: int = 2, env: dict[str, str] | None = None) -> Gateway:
+    def start(config: str, workers: int = 2, env: dict[str, str] | None = None, wait: bool = True) -> Gateway:
         gateway = Gateway(tmp_path, config, workers=workers, env=env)
         started.append(gateway)
-        gateway.start()
-        return gateway
+        return gateway.start(wait=wait)
 
     yield start
     for gateway in started:

@@ -15,6 +15,19 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def echo_toml(url: str, *, upstream: str = "", route: str = "", extra: str = "") -> str:
+    """A gateway config: an ``echo`` upstream at ``url`` (60 s deadline) and a catch-all route to it.
+
+    ``upstream`` lines go into the echo table, ``route`` lines into the route, ``extra`` after both.
+    (The testing settings already declare the upstreams the project's blueprints need.)
+    """
+    return (
+        f'[upstreams.echo]\ntargets = ["{url}"]\ntimeout = 60\n{upstream}\n\n'
+        '[[routes]]\npath = "/<path:rest>"\nupstream = "echo"\nmethods = ["GET", "POST", "PUT"]\n'
+        f"{route}\n\n{extra}"
+    )
+
+
 class Gateway:
     """One gunicorn master and its workers, on a socket bound here (no port race), stopped by pid."""
 
@@ -27,7 +40,7 @@ class Gateway:
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
 
-    def start(self, wait: bool = True) -> None:
+    def start(self, wait: bool = True) -> Gateway:
         """Start gunicorn and (unless ``wait`` is False) wait until every worker answers /livez."""
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -53,6 +66,7 @@ class Gateway:
         listener.close()  # the master holds its own copy
         if wait:
             self._wait_until_live()
+        return self
 
     def _wait_until_live(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout

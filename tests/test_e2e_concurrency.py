@@ -19,30 +19,13 @@ import gevent.event
 import pytest
 
 from tests.fakes.backend import Backend, pattern_bytes, pattern_sha256
-from tests.gateway import Gateway
+from tests.gateway import Gateway, echo_toml
 
 pytestmark = pytest.mark.e2e
 
 CLIENTS = 500
 ACCESS_FIELDS = {"request_id", "method", "path", "route", "upstream", "target", "status", "duration_ms",
                  "bytes_in", "bytes_out", "client"}
-
-
-def gateway_config(backend: Backend) -> str:
-    """A catch-all route to the ``echo`` backend, plus the ``users`` upstream the project's blueprint needs."""
-    return f"""
-[upstreams.echo]
-targets = ["{backend.url}"]
-timeout = 60
-
-[upstreams.users]
-targets = ["{backend.url}"]
-
-[[routes]]
-path = "/<path:rest>"
-upstream = "echo"
-methods = ["GET", "POST", "PUT"]
-"""
 
 
 def address(gateway: Gateway) -> tuple[str, int]:
@@ -85,7 +68,7 @@ class Exchange:
 
 def test_500_concurrent_posts_each_get_exactly_their_own_answer(start_gateway: Callable[..., Gateway],
                                                                 backend: Backend) -> None:
-    gateway = start_gateway(gateway_config(backend), workers=2)
+    gateway = start_gateway(echo_toml(backend.url), workers=2)
     connected = 0
     all_connected = gevent.event.Event()
     go = gevent.event.Event()
@@ -168,7 +151,7 @@ def test_500_concurrent_posts_each_get_exactly_their_own_answer(start_gateway: C
 def test_a_stalled_download_does_not_hold_up_its_worker(start_gateway: Callable[..., Gateway],
                                                         backend: Backend) -> None:
     """One worker: while a client reads a large body not at all, other requests on the same worker go through."""
-    gateway = start_gateway(gateway_config(backend), workers=1)
+    gateway = start_gateway(echo_toml(backend.url), workers=1)
     size = 64 * 1024 * 1024
     with connect(gateway) as stalled:
         stalled.request("GET", f"/_/bytes/{size}")

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from tests.fakes.backend import Backend
-from tests.gateway import Gateway
+from tests.gateway import Gateway, echo_toml
 
 pytestmark = pytest.mark.e2e
 
@@ -28,65 +28,36 @@ ERROR_PREFIX = "frontdesk: configuration error:"
 NOWHERE = "http://127.0.0.1:9"
 
 
-def gateway_config(target: str, *, upstream: str = "", route: str = "", users: str = NOWHERE) -> str:
-    """An ``echo`` upstream with a catch-all route plus the ``users`` upstream the project's blueprint needs.
-
-    ``upstream`` is appended to the echo table and ``route`` to the route table, to spoil them.
-    """
-    return (
-        f'[upstreams.echo]\ntargets = ["{target}"]\ntimeout = 60\n{upstream}\n'
-        f'[upstreams.users]\ntargets = ["{users}"]\n\n'
-        '[[routes]]\npath = "/<path:rest>"\nupstream = "echo"\nmethods = ["GET", "POST", "PUT"]\n'
-        f"{route}\n"
-    )
-
-
-@pytest.fixture
-def make_gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
-    """Gateways built but not started; every one is stopped at the end of the test."""
-    made: list[Gateway] = []
-
-    def make(config: str, workers: int = 2, env: dict[str, str] | None = None) -> Gateway:
-        gateway = Gateway(tmp_path, config, workers=workers, env=env)
-        made.append(gateway)
-        return gateway
-
-    yield make
-    for gateway in made:
-        gateway.stop()
-
-
 # (what is wrong, config text, extra environment, the key the error line must name)
 BAD_STARTS: list[tuple[str, str, dict[str, str], str]] = [
-    ("timeout not a number", gateway_config(NOWHERE, upstream='connect_timeout = "soon"'), {},
+    ("timeout not a number", echo_toml(NOWHERE, upstream='connect_timeout = "soon"'), {},
      "upstreams.echo.connect_timeout"),
-    ("unknown upstream key", gateway_config(NOWHERE, upstream="conect_timeout = 1"), {},
+    ("unknown upstream key", echo_toml(NOWHERE, upstream="conect_timeout = 1"), {},
      "upstreams.echo.conect_timeout"),
-    ("unknown route key", gateway_config(NOWHERE, route='upstream_pth = "/x"'), {}, "routes[0].upstream_pth"),
-    ("unknown section", gateway_config(NOWHERE) + "[upstream_default]\ntimeout = 1\n", {}, "[upstream_default]"),
-    ("route to unknown upstream", gateway_config(NOWHERE) + '[[routes]]\npath = "/x"\nupstream = "nope"\n', {},
+    ("unknown route key", echo_toml(NOWHERE, route='upstream_pth = "/x"'), {}, "routes[0].upstream_pth"),
+    ("unknown section", echo_toml(NOWHERE) + "[upstream_default]\ntimeout = 1\n", {}, "[upstream_default]"),
+    ("route to unknown upstream", echo_toml(NOWHERE) + '[[routes]]\npath = "/x"\nupstream = "nope"\n', {},
      "routes[1].upstream"),
     # Production declares no upstreams of its own (testing points the blueprints' ones nowhere).
     ("blueprint upstream missing", f'[upstreams.echo]\ntargets = ["{NOWHERE}"]\n', {"GATEWAY_ENV": "production"},
      "upstreams.users"),
-    ("target with a path", gateway_config(NOWHERE + "/api"), {}, "upstreams.echo.targets"),  # users' is good
-    ("invalid TOML", gateway_config(NOWHERE) + "timeout = = 1\n", {}, "GATEWAY_CONFIG"),
-    ("missing config file", gateway_config(NOWHERE), {"GATEWAY_CONFIG": "/nonexistent/frontdesk.toml"},
+    ("target with a path", echo_toml(NOWHERE + "/api"), {}, "upstreams.echo.targets"),
+    ("invalid TOML", echo_toml(NOWHERE) + "timeout = = 1\n", {}, "GATEWAY_CONFIG"),
+    ("missing config file", echo_toml(NOWHERE), {"GATEWAY_CONFIG": "/nonexistent/frontdesk.toml"},
      "GATEWAY_CONFIG"),
-    ("bad environment override", gateway_config(NOWHERE), {"GATEWAY_UPSTREAMS__ECHO__TIMEOUT": "soon"},
+    ("bad environment override", echo_toml(NOWHERE), {"GATEWAY_UPSTREAMS__ECHO__TIMEOUT": "soon"},
      "upstreams.echo.timeout"),
-    ("unknown GATEWAY_ENV", gateway_config(NOWHERE), {"GATEWAY_ENV": "staging"}, "GATEWAY_ENV"),
-    ("workers not a number", gateway_config(NOWHERE), {"GATEWAY_WORKERS": "abc"}, "GATEWAY_WORKERS"),
-    ("zero workers", gateway_config(NOWHERE), {"GATEWAY_WORKERS": "0"}, "GATEWAY_WORKERS"),
+    ("unknown GATEWAY_ENV", echo_toml(NOWHERE), {"GATEWAY_ENV": "staging"}, "GATEWAY_ENV"),
+    ("workers not a number", echo_toml(NOWHERE), {"GATEWAY_WORKERS": "abc"}, "GATEWAY_WORKERS"),
+    ("zero workers", echo_toml(NOWHERE), {"GATEWAY_WORKERS": "0"}, "GATEWAY_WORKERS"),
 ]
 
 
 @pytest.mark.parametrize(("config", "env", "key"), [case[1:] for case in BAD_STARTS],
                          ids=[case[0] for case in BAD_STARTS])
-def test_bad_configuration_stops_the_start_with_one_line(make_gateway: Callable[..., Gateway], config: str,
+def test_bad_configuration_stops_the_start_with_one_line(start_gateway: Callable[..., Gateway], config: str,
                                                          env: dict[str, str], key: str) -> None:
-    gateway = make_gateway(config, env=env)
-    gateway.start(wait=False)
+    gateway = start_gateway(config, env=env, wait=False)
     try:
         code = gateway.wait(30)
     except subprocess.TimeoutExpired:
@@ -116,7 +87,7 @@ def fetch(gateway: Gateway, path: str) -> tuple[int, http.client.HTTPMessage, by
 
 def test_good_configuration_serves_health_and_stops_on_sigterm(start_gateway: Callable[..., Gateway],
                                                                backend: Backend) -> None:
-    gateway = start_gateway(gateway_config(backend.url))
+    gateway = start_gateway(echo_toml(backend.url))
     workers = gateway.worker_pids()
     assert len(workers) == 2
     for path, state in (("/livez", "live"), ("/readyz", "ready")):
@@ -140,7 +111,7 @@ def test_good_configuration_serves_health_and_stops_on_sigterm(start_gateway: Ca
 
 
 def test_sigterm_lets_a_request_in_flight_finish(start_gateway: Callable[..., Gateway], backend: Backend) -> None:
-    gateway = start_gateway(gateway_config(backend.url))
+    gateway = start_gateway(echo_toml(backend.url))
     assert gateway.process is not None
     slow = gevent.spawn(fetch, gateway, "/_/slow/1.5")
     backend.wait_for(1)  # the request has reached the upstream: it is in flight
@@ -155,7 +126,7 @@ def test_sigterm_lets_a_request_in_flight_finish(start_gateway: Callable[..., Ga
                    "for the whole graceful_timeout (30 s) instead of being closed; keepalive is 75 s")
 def test_sigterm_is_not_held_up_by_an_idle_keep_alive_connection(start_gateway: Callable[..., Gateway],
                                                                  backend: Backend) -> None:
-    gateway = start_gateway(gateway_config(backend.url), workers=1)
+    gateway = start_gateway(echo_toml(backend.url), workers=1)
     assert gateway.process is not None
     host, port = urlsplit(gateway.url).netloc.split(":")
     idle = http.client.HTTPConnection(host, int(port), timeout=10)
@@ -184,7 +155,7 @@ def test_sigterm_is_not_held_up_by_an_idle_keep_alive_connection(start_gateway: 
 def test_configuration_check_command_agrees(tmp_path: Path) -> None:
     """``python -m app check`` (what the master runs before forking) reports a good file as ok."""
     config = tmp_path / "good.toml"
-    config.write_text(gateway_config(NOWHERE))
+    config.write_text(echo_toml(NOWHERE))
     env = {"PATH": "/usr/bin:/bin", "GATEWAY_ENV": "testing", "GATEWAY_CONFIG": str(config)}
     result = subprocess.run([sys.executable, "-m", "app", "check"], cwd=Path(__file__).resolve().parent.parent,
                             env=env, capture_output=True, text=True, timeout=30)

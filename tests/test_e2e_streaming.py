@@ -19,7 +19,7 @@ import gevent
 import pytest
 
 from tests.fakes.backend import GZIP_BODY, Backend, pattern_bytes, pattern_sha256
-from tests.gateway import Gateway
+from tests.gateway import Gateway, echo_toml
 
 pytestmark = pytest.mark.e2e
 
@@ -30,33 +30,21 @@ BLOCK = 64 * 1024
 RSS_BOUND = 50 * MiB
 
 
-def gateway_config(backend: Backend, echo: str = "") -> str:
-    """Everything to ``echo`` (60 s deadline), except /_/slow/ to ``hasty`` (0.5 s); plus the ``users`` upstream.
-
-    ``echo`` is added to the echo upstream's table.
-    """
-    return f"""
-[upstreams.echo]
-targets = ["{backend.url}"]
-timeout = 60
-{echo}
-
+# /_/slow/ goes to ``hasty`` (0.5 s deadline); everything else to ``echo`` (60 s).
+HASTY = """
 [upstreams.hasty]
-targets = ["{backend.url}"]
+targets = ["{url}"]
 timeout = 0.5
-
-[upstreams.users]
-targets = ["{backend.url}"]
 
 [[routes]]
 path = "/_/slow/<path:rest>"
 upstream = "hasty"
-
-[[routes]]
-path = "/<path:rest>"
-upstream = "echo"
-methods = ["GET", "POST", "PUT"]
 """
+
+
+def gateway_config(backend: Backend, echo: str = "") -> str:
+    """The echo config (``echo`` lines added to its upstream table) plus the hasty upstream."""
+    return echo_toml(backend.url, upstream=echo, extra=HASTY.format(url=backend.url))
 
 
 @pytest.fixture
