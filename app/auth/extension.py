@@ -56,7 +56,7 @@ class AuthRuntime:
         authorization = environ.get("HTTP_AUTHORIZATION")
         api_key = environ.get(API_KEY_ENVIRON)
         try:
-            if "jwt" in accepted and authorization is not None and authorization[:6].lower() == "bearer":
+            if "jwt" in accepted and authorization is not None and _is_bearer(authorization):
                 principal = self._by_token(authorization)
             elif "api_key" in accepted and api_key is not None:
                 assert self.settings.api_keys is not None
@@ -94,6 +94,12 @@ class AuthRuntime:
         if "api_key" in accepted and self.settings.api_keys is not None:
             challenges.append(challenge("ApiKey", self.settings.realm, header=self.settings.api_keys.header))
         return challenges
+
+
+def _is_bearer(authorization: str) -> bool:
+    """Whether the client meant a bearer token (then a malformed one is an invalid_token, not no token)."""
+    scheme, _, _ = authorization.strip().partition(" ")
+    return scheme.lower() == "bearer"
 
 
 class Auth:
