@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -77,10 +80,7 @@ class JwtVerifier:
 
     def verify(self, token: str) -> dict[str, Any]:
         """The token's claims; Rejected on any fault, KeysUnavailable when no key can be had."""
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise Rejected("The token is malformed.") from None
+        header = _header(token)
         algorithm, kid = header.get("alg"), header.get("kid")
         # The configured list, never the token, decides which algorithms exist at all.
         if not isinstance(algorithm, str) or algorithm not in self.settings.algorithms:
@@ -103,6 +103,18 @@ class JwtVerifier:
             raise Rejected("The token's signature does not verify.") from None
         except jwt.PyJWTError:  # InvalidKeyError is not an InvalidTokenError: catch the root
             raise Rejected("The token's claims are not acceptable.") from None
+
+
+def _header(token: str) -> dict[str, Any]:
+    """The token's JOSE header, decoded alone: PyJWT's own parse decodes all three parts, twice the work."""
+    segment = token.partition(".")[0]
+    try:
+        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (ValueError, binascii.Error):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise Rejected("The token is malformed.") from None
+    if not isinstance(header, dict):
+        raise Rejected("The token is malformed.")
+    return header
 
 
 def scopes_of(claims: Mapping[str, Any], path: str) -> frozenset[str]:
