@@ -28,8 +28,14 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
+class DemoGateway(Gateway):
+    """The gateway, plus where the demo identity provider listens."""
+
+    idp_url = ""
+
+
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoGateway]:
     """The demo services on free ports, and the gateway with the development settings pointed at them.
 
     One of each for the whole module: the tests only read, or create users nobody else counts.
@@ -45,7 +51,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         listening = [services.stdout.readline() for _ in range(5)]
         assert all("listening" in line for line in listening), listening
         # One worker: round-robin order is per worker.
-        gateway = Gateway(tmp_path_factory.mktemp("demo"), "", workers=1, env={
+        gateway = DemoGateway(tmp_path_factory.mktemp("demo"), "", workers=1, env={
             "GATEWAY_ENV": "development",
             "GATEWAY_LOG__FORMAT": "json",
             "GATEWAY_UPSTREAMS__USERS__TARGETS": f"http://127.0.0.1:{users_1},http://127.0.0.1:{users_2}",
@@ -53,7 +59,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             "GATEWAY_UPSTREAMS__CATALOG__TARGETS": f"http://127.0.0.1:{catalog}",
             "GATEWAY_AUTH__JWT__JWKS_URL": f"http://127.0.0.1:{idp}/.well-known/jwks.json",
         })
-        gateway.idp_url = f"http://127.0.0.1:{idp}"  # type: ignore[attr-defined]
+        gateway.idp_url = f"http://127.0.0.1:{idp}"
         try:
             gateway.start()
             yield gateway
@@ -64,10 +70,10 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         services.wait(10)
 
 
-def mint(demo: Gateway, *scopes: str, alg: str = "RS256") -> dict[str, str]:
+def mint(demo: DemoGateway, *scopes: str, alg: str = "RS256") -> dict[str, str]:
     """Authorization for a demo token with ``scopes``, minted the way the README shows."""
     minted = subprocess.run(
-        [sys.executable, "-m", "examples.demo.token", "--idp", demo.idp_url,  # type: ignore[attr-defined]
+        [sys.executable, "-m", "examples.demo.token", "--idp", demo.idp_url,
          "--alg", alg, *(f"--scope={scope}" for scope in scopes)],
         cwd=ROOT, capture_output=True, text=True, timeout=30, check=True,
     )
@@ -75,7 +81,7 @@ def mint(demo: Gateway, *scopes: str, alg: str = "RS256") -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def everything(demo: Gateway) -> dict[str, str]:
+def everything(demo: DemoGateway) -> dict[str, str]:
     """A token with every demo scope."""
     return mint(demo, "users:read", "users:write", "orders:read")
 
@@ -99,7 +105,7 @@ def test_users_code_blueprint_reads_and_writes(demo: Gateway, everything: dict[s
     assert created.headers["Location"].startswith("/users/")
 
 
-def test_orders_declared_routes(demo: Gateway, everything: dict[str, str]) -> None:
+def test_orders_declared_routes(demo: DemoGateway, everything: dict[str, str]) -> None:
     listed = requests.get(demo.url + "/api/orders", params={"user": "u-1001"}, headers=everything, timeout=5)
     assert listed.status_code == 200
     one = requests.get(demo.url + "/api/orders/o-5001", headers=mint(demo, "orders:read", alg="ES256"), timeout=5)
@@ -140,7 +146,7 @@ def test_traversal_is_refused_before_any_upstream(demo: Gateway) -> None:
     assert b"application/problem+json" in answer
 
 
-def test_no_token_is_401_and_a_missing_scope_403(demo: Gateway) -> None:
+def test_no_token_is_401_and_a_missing_scope_403(demo: DemoGateway) -> None:
     anonymous = requests.get(demo.url + "/api/orders", timeout=5)
     assert anonymous.status_code == 401
     assert anonymous.headers["Content-Type"] == "application/problem+json"
