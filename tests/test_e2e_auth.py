@@ -143,6 +143,9 @@ def test_hs256_end_to_end_and_no_other_family(hs_gateway: Gateway, backend: Back
     assert refused.status_code == 401
     assert refused.headers["Content-Type"] == "application/problem+json"
     assert refused.headers["WWW-Authenticate"].startswith('Bearer realm="frontdesk", error="invalid_token"')
+    log = hs_gateway.log()
+    assert "/orders" in log  # the access log was written...
+    assert token not in log and rs_token not in log  # ...and no token in it, accepted or refused
 
 
 @pytest.mark.parametrize("authorization", [
