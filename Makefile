@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Rebuilt whenever the dependencies in setup.cfg change.
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest check-config clean
+.PHONY: run token test lint typecheck pytest check-config clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ run: $(STAMP)
 	@trap 'kill $$demo 2>/dev/null; wait $$demo 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/python -m examples.demo & demo=$$!; \
 	GATEWAY_ENV=$${GATEWAY_ENV:-development} $(BIN)/gunicorn -c gunicorn.conf.py
+
+## token: a demo bearer token from the demo IdP that `make run` starts, e.g. make token SCOPE="orders:read users:read"
+token: $(STAMP)
+	@$(BIN)/python -m examples.demo.token $(foreach scope,$(SCOPE),--scope $(scope))
 
 ## test: lint, type check, then the whole suite (unit and end-to-end)
 test: lint typecheck pytest

@@ -12,6 +12,7 @@ from typing import Any
 
 from flask import Blueprint, Flask
 
+from app.auth import auth
 from app.config import ConfigError, load_config
 from app.edge import read_edge_settings, wrap_wsgi
 from app.errors import register_error_handlers
@@ -42,6 +43,7 @@ def create_app(
 
     app.wsgi_app = wrap_wsgi(app.wsgi_app, read_edge_settings(config))  # type: ignore[method-assign,assignment]
     upstreams.init_app(app)
+    auth.init_app(app)
     install_hooks(app)
     register_error_handlers(app)
 
@@ -52,6 +54,7 @@ def create_app(
         blueprints = BLUEPRINTS
     for blueprint in (health, build_routes_blueprint(routes), *blueprints):
         app.register_blueprint(blueprint)
+    auth.check(app)  # every route registered by now must carry an auth policy
     return app
 
 

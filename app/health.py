@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
+from app.auth import public
+
 __all__ = ["LIVE_PATH", "READY_PATH", "health"]
 
 LIVE_PATH = "/livez"
@@ -14,12 +16,14 @@ health = Blueprint("health", __name__)
 
 
 @health.get(LIVE_PATH)
+@public
 def live() -> Response:
     """The worker's event loop answers: restart it if this ever times out."""
     return jsonify(status="live")
 
 
 @health.get(READY_PATH)
+@public
 def ready() -> Response:
     """The worker has its settings, upstream pools and routes: send it traffic."""
     return jsonify(status="ready")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Flask, request
 
+from app.auth import take_credentials
 from app.edge import ROUTE_ENVIRON
 
 __all__ = ["install_hooks"]
@@ -12,6 +13,7 @@ __all__ = ["install_hooks"]
 def install_hooks(app: Flask) -> None:
     """Register every before/after-request hook, in execution order."""
     app.before_request(_note_route)
+    app.before_request(take_credentials)  # before any view's auth policy reads the credentials
 
 
 def _note_route() -> None:

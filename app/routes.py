@@ -10,6 +10,7 @@ from typing import Any
 from flask import Blueprint
 from werkzeug.routing import Map, Rule, ValidationError
 
+from app.auth import AuthPolicy, apply_policy, read_route_policy
 from app.config import ConfigError, Section
 from app.proxy import ProxyResponse, Upstream, UpstreamPath
 
@@ -29,6 +30,7 @@ class RouteSettings:
     methods: tuple[str, ...]
     upstream: str
     upstream_path: UpstreamPath | None
+    auth: AuthPolicy | None  # None: start-up refuses the route (no route is public by accident)
 
 
 def read_routes(config: Mapping[str, Any], upstream_names: Collection[str]) -> tuple[RouteSettings, ...]:
@@ -38,12 +40,13 @@ def read_routes(config: Mapping[str, Any], upstream_names: Collection[str]) -> t
         raise ConfigError("routes", raw_routes, "an array of tables ([[routes]])")
     defaults = Section("route_defaults", config["ROUTE_DEFAULTS"])
     default_methods = _methods(defaults)
+    default_auth = read_route_policy(defaults.key("auth"), defaults.raw("auth")) if defaults.has("auth") else None
     defaults.done()
     routes: list[RouteSettings] = []
     seen: dict[tuple[str, str], int] = {}
     names: dict[str, int] = {}
     for index, raw in enumerate(raw_routes):
-        route = _read_route(Section(f"routes[{index}]", raw), default_methods, upstream_names, index)
+        route = _read_route(Section(f"routes[{index}]", raw), default_methods, default_auth, upstream_names, index)
         if route.name in names:
             raise ConfigError(f"routes[{index}].name", route.name, f"a name not used by routes[{names[route.name]}]")
         names[route.name] = index
@@ -70,8 +73,8 @@ def _methods(section: Section) -> tuple[str, ...]:
     return methods
 
 
-def _read_route(section: Section, default_methods: tuple[str, ...], upstream_names: Collection[str],
-                index: int) -> RouteSettings:
+def _read_route(section: Section, default_methods: tuple[str, ...], default_auth: AuthPolicy | None,
+                upstream_names: Collection[str], index: int) -> RouteSettings:
     path = section.string("path", expected="a Flask rule starting with /")
     variables = _rule_variables(section.key("path"), path)
     methods = _methods(section) if section.has("methods") else default_methods
@@ -84,8 +87,10 @@ def _read_route(section: Section, default_methods: tuple[str, ...], upstream_nam
         upstream_path = _upstream_path(section.key("upstream_path"), template, variables)
     name = section.string("name", _endpoint_name(path, index), pattern=r"[A-Za-z_][A-Za-z0-9_]*",
                           expected="a name of letters, digits and _")
+    auth = read_route_policy(section.key("auth"), section.raw("auth")) if section.has("auth") else default_auth
     section.done()
-    return RouteSettings(name=name, path=path, methods=methods, upstream=upstream, upstream_path=upstream_path)
+    return RouteSettings(name=name, path=path, methods=methods, upstream=upstream, upstream_path=upstream_path,
+                         auth=auth)
 
 
 def _rule_variables(key: str, path: str) -> frozenset[str]:
@@ -132,8 +137,10 @@ def build_routes_blueprint(routes: tuple[RouteSettings, ...]) -> Blueprint:
     """The built-in blueprint: one view per declared route, made like any hand-written one."""
     blueprint = Blueprint("routes", __name__)
     for route in routes:
-        blueprint.add_url_rule(route.path, endpoint=route.name, view_func=_forwarding_view(route, blueprint),
-                               methods=list(route.methods))
+        view = _forwarding_view(route, blueprint)
+        if route.auth is not None:
+            view = apply_policy(route.auth)(view)
+        blueprint.add_url_rule(route.path, endpoint=route.name, view_func=view, methods=list(route.methods))
     return blueprint
 
 

@@ -1,7 +1,8 @@
 """Example route family in code: the users service under /api/users.
 
 Policies go between the route and the view, in this order everywhere: route, auth, limit,
-cache, view (see the README). The demo needs none yet, so none is applied.
+cache, view (see the README). Reads need ``users:read``, writes ``users:write``, by bearer
+token or API key.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from flask import Blueprint
 
 from app import Upstream
+from app.auth import require_auth
 from app.proxy import ProxyResponse
 
 bp = Blueprint("users", __name__, url_prefix="/api/users")
@@ -16,13 +18,29 @@ bp = Blueprint("users", __name__, url_prefix="/api/users")
 users = Upstream("users", bp)
 
 
-@bp.route("", methods=["GET", "POST"])
+@bp.get("")
+@require_auth(scopes=("users:read",))
 def collection() -> ProxyResponse:
-    """List users (the query string passes through) or create one."""
+    """List users (the query string passes through)."""
     return users.forward("/users")
 
 
-@bp.route("/<user_id>", methods=["GET", "PUT", "DELETE"])
+@bp.post("")
+@require_auth(scopes=("users:write",))
+def create() -> ProxyResponse:
+    """Create a user."""
+    return users.forward("/users")
+
+
+@bp.get("/<user_id>")
+@require_auth(scopes=("users:read",))
 def item(user_id: str) -> ProxyResponse:
-    """One user: read, replace or delete."""
+    """Read one user."""
+    return users.forward(f"/users/{user_id}")
+
+
+@bp.route("/<user_id>", methods=["PUT", "DELETE"])
+@require_auth(scopes=("users:write",))
+def change(user_id: str) -> ProxyResponse:
+    """Replace or delete one user."""
     return users.forward(f"/users/{user_id}")

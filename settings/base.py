@@ -37,6 +37,8 @@ class Base:
         "max_in_flight": 500,  # concurrent calls per worker; beyond it the gateway answers 503 at once
         "pool_size": 100,  # idle keep-alive connections kept per target per worker
         "preserve_host": False,  # send the client's Host upstream instead of the target's
+        # Send the client's Authorization header upstream; off, services rely on the identity headers.
+        "forward_authorization": False,
     }
 
     # [upstreams.NAME]: the services behind the gateway, by name. None by default.
@@ -46,6 +48,13 @@ class Base:
     ROUTE_DEFAULTS: dict[str, Any] = {
         # Only reads unless a route declares more: a write method is never exposed by accident.
         "methods": ["GET"],
+    }
+
+    # [auth]: who may call which route (docs/auth.md). [auth.jwt] and [auth.api_keys] turn the schemes on;
+    # neither is configured by default, so only public routes can be served until one is.
+    AUTH: dict[str, Any] = {
+        "realm": "frontdesk",  # the realm named in WWW-Authenticate challenges
+        "header_prefix": "X-Auth-",  # identity headers sent upstream; client-sent ones with it are dropped
     }
 
     # [[routes]]: declared routes, compiled into the built-in "routes" blueprint. None by default.

@@ -22,3 +22,17 @@ class Testing(Base):
     UPSTREAMS: dict[str, Any] = {
         "users": {"targets": [_NOWHERE]},
     }
+
+    # A scheme the code blueprints' policies can use, so every testing app starts. The key is
+    # published test data ("frontdesk-test-key-" and 16 zeros), not a secret.
+    AUTH: dict[str, Any] = {
+        **Base.AUTH,
+        "api_keys": {
+            "header": "X-API-Key",
+            "consumers": {"tests": {
+                "key_sha256": "d88d8621fda74a4f0afc0e3eb50fedc1f8e6475617f5e2c0d69e50083faf7f59",
+                "scopes": ["users:read", "users:write"],
+                "plan": "free",
+            }},
+        },
+    }

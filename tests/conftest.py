@@ -32,7 +32,7 @@ def echo_config(backend: Backend, **upstream: Any) -> dict[str, Any]:
     """Overrides for one upstream ``echo`` at ``backend`` and a catch-all route to it."""
     return {
         "UPSTREAMS": {"echo": {"targets": [backend.url], **upstream}},
-        "ROUTES": [{"path": "/<path:rest>", "upstream": "echo",
+        "ROUTES": [{"path": "/<path:rest>", "upstream": "echo", "auth": "public",
                     "methods": ["GET", "POST", "PUT", "PATCH", "DELETE"]}],
     }
 

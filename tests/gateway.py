@@ -16,14 +16,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def echo_toml(url: str, *, upstream: str = "", route: str = "", extra: str = "") -> str:
-    """A gateway config: an ``echo`` upstream at ``url`` (60 s deadline) and a catch-all route to it.
+    """A gateway config: an ``echo`` upstream at ``url`` (60 s deadline) and a public catch-all route to it.
 
     ``upstream`` lines go into the echo table, ``route`` lines into the route, ``extra`` after both.
     (The testing settings already declare the upstreams the project's blueprints need.)
     """
     return (
         f'[upstreams.echo]\ntargets = ["{url}"]\ntimeout = 60\n{upstream}\n\n'
-        '[[routes]]\npath = "/<path:rest>"\nupstream = "echo"\nmethods = ["GET", "POST", "PUT"]\n'
+        '[[routes]]\npath = "/<path:rest>"\nupstream = "echo"\nmethods = ["GET", "POST", "PUT"]\nauth = "public"\n'
         f"{route}\n\n{extra}"
     )
 

@@ -39,6 +39,7 @@ timeout = 0.5
 [[routes]]
 path = "/_/slow/<path:rest>"
 upstream = "hasty"
+auth = "public"
 """
 
 

@@ -24,7 +24,8 @@ def test_method_path_and_query_reach_the_upstream_as_sent(client: FlaskClient, b
 
 def test_declared_upstream_path_template_is_filled_and_encoded(make_app: AppFactory, backend: Backend) -> None:
     app = make_app(UPSTREAMS={"echo": {"targets": [backend.url]}},
-                   ROUTES=[{"path": "/api/users/<path:rest>", "upstream": "echo", "upstream_path": "/v2/u/{rest}"}])
+                   ROUTES=[{"path": "/api/users/<path:rest>", "upstream": "echo", "upstream_path": "/v2/u/{rest}",
+                            "auth": "public"}])
     response = app.test_client().get("/api/users/a%20b/c?x=1")
     assert response.status_code == 200
     assert backend.wait_for(1)[0].target == "/v2/u/a%20b/c?x=1"
@@ -186,7 +187,7 @@ def _closed_port() -> int:
 
 def test_refused_connection_is_502(make_app: AppFactory) -> None:
     app = make_app(UPSTREAMS={"echo": {"targets": [f"http://127.0.0.1:{_closed_port()}"]}},
-                   ROUTES=[{"path": "/<path:rest>", "upstream": "echo"}])
+                   ROUTES=[{"path": "/<path:rest>", "upstream": "echo", "auth": "public"}])
     body = _problem(app.test_client().get("/x"), 502)
     assert body["type"].endswith("/upstream-unreachable")
     assert "127.0.0.1" not in json.dumps(body)  # nothing internal leaks
@@ -227,7 +228,7 @@ def test_too_many_in_flight_is_503_at_once(make_app: AppFactory, backend: Backen
 def test_round_robin_over_targets(make_app: AppFactory) -> None:
     with Backend("one") as one, Backend("two") as two:
         app = make_app(UPSTREAMS={"echo": {"targets": [one.url, two.url]}},
-                       ROUTES=[{"path": "/<path:rest>", "upstream": "echo"}])
+                       ROUTES=[{"path": "/<path:rest>", "upstream": "echo", "auth": "public"}])
         client = app.test_client()
         names = [client.get("/x").json["backend"] for _ in range(4)]  # type: ignore[index]
     assert names == ["one", "two", "one", "two"]

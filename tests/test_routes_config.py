@@ -9,6 +9,7 @@ from flask import Blueprint, Flask, url_for
 from werkzeug.routing import Rule
 
 from app import Upstream, create_app
+from app.auth import public
 from app.config import ConfigError
 from app.proxy import ProxyResponse
 from app.routes import RouteSettings, read_routes
@@ -242,8 +243,9 @@ def test_duplicate_endpoint_name_is_a_config_error(make_app: AppFactory) -> None
 
 def test_declared_routes_show_in_url_map_with_their_methods(make_app: AppFactory) -> None:
     app = make_app(UPSTREAMS=USERS, ROUTES=[
-        {"path": "/api/users/<int:id>", "upstream": "users", "methods": ["PUT", "DELETE"], "name": "user"},
-        {"path": "/api/users", "upstream": "users"},
+        {"path": "/api/users/<int:id>", "upstream": "users", "methods": ["PUT", "DELETE"], "name": "user",
+         "auth": "public"},
+        {"path": "/api/users", "upstream": "users", "auth": "public"},
     ])
     written = rule_of(app, "/api/users/<int:id>")
     assert written.endpoint == "routes.user"
@@ -257,7 +259,7 @@ def test_declared_routes_show_in_url_map_with_their_methods(make_app: AppFactory
 
 
 def test_undeclared_method_is_answered_405(make_app: AppFactory) -> None:
-    app = make_app(UPSTREAMS=USERS, ROUTES=[{"path": "/api/users", "upstream": "users"}])
+    app = make_app(UPSTREAMS=USERS, ROUTES=[{"path": "/api/users", "upstream": "users", "auth": "public"}])
     response = app.test_client().post("/api/users")
     assert response.status_code == 405
     assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}
@@ -273,6 +275,7 @@ def forwarding_blueprint(upstream: str) -> Blueprint:
     billing = Upstream(upstream, bp)
 
     @bp.route("")
+    @public
     def invoices() -> ProxyResponse:
         return billing.forward("/invoices")
 

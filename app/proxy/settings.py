@@ -42,6 +42,7 @@ class UpstreamSettings:
     max_in_flight: int
     pool_size: int
     preserve_host: bool
+    forward_authorization: bool
 
 
 def read_upstreams(config: Mapping[str, Any]) -> dict[str, UpstreamSettings]:
@@ -68,6 +69,7 @@ _OPTIONS: dict[str, Callable[[Section, str], Any]] = {
     "max_in_flight": lambda section, key: section.integer(key, minimum=1),
     "pool_size": lambda section, key: section.integer(key, minimum=1),
     "preserve_host": Section.boolean,
+    "forward_authorization": Section.boolean,
 }
 
 

@@ -44,9 +44,9 @@ class Upstreams:
         runtime: _Runtime = (app or current_app).extensions[_EXTENSION]
         return {name: state.settings for name, state in runtime.states.items()}
 
-    def session(self) -> requests.Session:
-        """The current app's Session, for calls that are not a forward (JSON fetches and the like)."""
-        runtime: _Runtime = current_app.extensions[_EXTENSION]
+    def session(self, app: Flask | None = None) -> requests.Session:
+        """The app's Session, for calls that are not a forward (JSON fetches and the like)."""
+        runtime: _Runtime = (app or current_app).extensions[_EXTENSION]
         return runtime.session
 
 
@@ -87,6 +87,8 @@ class Upstream:
         target, pool = state.pick()
         host = environ.get("HTTP_HOST", target.netloc) if settings.preserve_host else target.netloc
         upstream_request = build_request(environ, host, url)
+        if not settings.forward_authorization:
+            upstream_request.headers.pop("Authorization", None)
         environ[UPSTREAM_ENVIRON] = (self.name, target.url)
         state.in_flight += 1
         try:

@@ -15,6 +15,7 @@ from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 
 from examples.demo.catalog import create_catalog_app
+from examples.demo.idp import create_idp_app
 from examples.demo.orders import create_orders_app
 from examples.demo.users import create_users_app
 
@@ -54,7 +55,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line of `python -m examples.demo`."""
     parser = argparse.ArgumentParser(
         prog="python -m examples.demo",
-        description="Run the demo backends (users x N, orders, catalog) that the gateway demo proxies to.",
+        description="Run the demo backends (users x N, orders, catalog, idp) that the gateway demo proxies to.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument(
@@ -66,6 +67,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--orders-port", type=parse_port, default=9201, help="default: %(default)s")
     parser.add_argument("--catalog-port", type=parse_port, default=9301, help="default: %(default)s")
+    parser.add_argument("--idp-port", type=parse_port, default=9401, help="the demo identity provider (default: "
+                        "%(default)s)")
     return parser.parse_args(argv)
 
 
@@ -77,6 +80,7 @@ def build_backends(args: argparse.Namespace) -> list[Backend]:
     ]
     backends.append(Backend("orders", create_orders_app(), args.orders_port))
     backends.append(Backend("catalog", create_catalog_app(), args.catalog_port))
+    backends.append(Backend("idp", create_idp_app(), args.idp_port))
     return backends
 
 

@@ -1,0 +1,62 @@
+"""The answers auth gives: 401 with a challenge, 403 naming the scope, 503 when no key can be had."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from werkzeug.exceptions import Forbidden, ServiceUnavailable, Unauthorized
+
+from app.errors import GatewayError
+
+__all__ = ["InsufficientScope", "InvalidCredentials", "KeysUnavailable", "Rejected", "challenge"]
+
+_PROBLEM_BASE = "https://frontdesk.dev/problems/"
+
+
+class Rejected(Exception):
+    """A credential that is not acceptable; the message is safe to show the client (it holds no secret)."""
+
+
+def challenge(scheme: str, realm: str, **params: str) -> str:
+    """One WWW-Authenticate challenge (RFC 9110 11.6.1); values are quoted, never client text."""
+    fields = [f'realm="{realm}"', *(f'{name}="{value}"' for name, value in params.items())]
+    return f"{scheme} " + ", ".join(fields)
+
+
+class InvalidCredentials(GatewayError, Unauthorized):
+    """No usable credential, or one that failed verification (RFC 6750 3.1)."""
+
+    problem = _PROBLEM_BASE + "unauthorized"
+
+    def __init__(self, detail: str, challenges: Iterable[str]) -> None:
+        super().__init__(detail)
+        self.challenges = tuple(challenges)
+
+    def get_headers(self, *args: Any, **kwargs: Any) -> list[tuple[str, str]]:
+        """One WWW-Authenticate field per accepted scheme."""
+        return [*super().get_headers(*args, **kwargs), *(("WWW-Authenticate", value) for value in self.challenges)]
+
+
+class InsufficientScope(GatewayError, Forbidden):
+    """A verified caller without a scope the route needs."""
+
+    problem = _PROBLEM_BASE + "insufficient-scope"
+
+    def __init__(self, detail: str, challenges: Iterable[str]) -> None:
+        super().__init__(detail)
+        self.challenges = tuple(challenges)
+
+    def get_headers(self, *args: Any, **kwargs: Any) -> list[tuple[str, str]]:
+        """The Bearer challenge with error="insufficient_scope" and the scope needed."""
+        return [*super().get_headers(*args, **kwargs), *(("WWW-Authenticate", value) for value in self.challenges)]
+
+
+class KeysUnavailable(GatewayError, ServiceUnavailable):
+    """No verification key was ever fetched and the identity provider cannot be reached."""
+
+    problem = _PROBLEM_BASE + "keys-unavailable"
+
+    def get_headers(self, *args: Any, **kwargs: Any) -> list[tuple[str, str]]:
+        """The keys may come in a moment: ask clients to retry shortly."""
+        return [*super().get_headers(*args, **kwargs), ("Retry-After", "5")]
