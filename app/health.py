@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
+from app.proxy import upstreams
+
 __all__ = ["LIVE_PATH", "READY_PATH", "health"]
 
 LIVE_PATH = "/livez"
@@ -21,5 +23,10 @@ def live() -> Response:
 
 @health.get(READY_PATH)
 def ready() -> Response:
-    """The worker has its settings, upstream pools and routes: send it traffic."""
+    """The worker has its settings, pools and routes, and every critical upstream a usable target."""
+    down = upstreams.unavailable_critical()
+    if down:
+        response = jsonify(status="not ready", unavailable=down)
+        response.status_code = 503
+        return response
     return jsonify(status="ready")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
 from app.config import ConfigError, Section
+from app.proxy.policy import Resilience, read_resilience
 
 __all__ = ["Target", "UpstreamSettings", "read_upstreams"]
 
@@ -28,6 +29,7 @@ class Target:
     host: str
     port: int
     netloc: str  # as sent in the Host header
+    weight: int = 1  # share of the traffic relative to the other targets
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class UpstreamSettings:
     max_in_flight: int
     pool_size: int
     preserve_host: bool
+    resilience: Resilience = Resilience()
 
 
 def read_upstreams(config: Mapping[str, Any]) -> dict[str, UpstreamSettings]:
@@ -52,11 +55,10 @@ def read_upstreams(config: Mapping[str, Any]) -> dict[str, UpstreamSettings]:
         name = section.path.split(".", 1)[1]
         if not _is_name(name):
             raise ConfigError(section.path, name, "an upstream name of lower-case letters, digits, - and _")
-        targets = section.strings("targets", allow_empty=False)
+        targets = _targets(section)
+        resilience = read_resilience(section)
         options = {**defaults, **_read_options(section, every=False)}
-        upstreams[name] = UpstreamSettings(
-            name=name, targets=tuple(_target(section.key("targets"), url) for url in targets), **options
-        )
+        upstreams[name] = UpstreamSettings(name=name, targets=targets, resilience=resilience, **options)
     return upstreams
 
 
@@ -90,6 +92,24 @@ def _is_host(host: str | None) -> bool:
         return True
     except ValueError:
         return re.fullmatch(_HOSTNAME, host) is not None
+
+
+def _targets(section: Section) -> tuple[Target, ...]:
+    """``targets``: URLs, or ``{ url = ..., weight = N }`` tables for weighted balancing."""
+    raw = section.raw("targets")
+    if not isinstance(raw, list) or not any(isinstance(item, dict) for item in raw):
+        return tuple(_target(section.key("targets"), url) for url in section.strings("targets", allow_empty=False))
+    targets = []
+    for index, item in enumerate(raw):
+        if isinstance(item, str) and item:
+            targets.append(_target(section.key("targets"), item))
+            continue
+        table = Section(f"{section.key('targets')}[{index}]", item)
+        url = table.string("url", expected="an http:// or https:// URL")
+        weight = table.integer("weight", 1, minimum=1)
+        table.done()
+        targets.append(replace(_target(table.key("url"), url), weight=weight))
+    return tuple(targets)
 
 
 def _target(key: str, url: str) -> Target:
