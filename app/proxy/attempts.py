@@ -70,7 +70,10 @@ def call(state: UpstreamState, environ: WSGIEnvironment, request: UpstreamReques
         tried: list[Endpoint] = []
         while True:
             endpoint = state.pick(key, tried)
-            if endpoint is None or (endpoint.breaker is not None and not endpoint.breaker.allow()):
+            # pick() only offers endpoints whose breaker lets a call through, and nothing yields
+            # in between: admit() takes the half-open probe, so no other greenlet gets it.
+            ticket = endpoint.admit() if endpoint is not None else None
+            if endpoint is None or ticket is None:
                 raise UpstreamDown(f"No target of the upstream {settings.name!r} can take calls now.",
                                    state.retry_after())
             tried.append(endpoint)
@@ -83,7 +86,7 @@ def call(state: UpstreamState, environ: WSGIEnvironment, request: UpstreamReques
                 answer = send(state, endpoint.pool, request, deadline)
             except (UpstreamUnreachable, UpstreamTimeout) as error:
                 endpoint.in_flight -= 1
-                endpoint.record_call(False)
+                endpoint.record_call(ticket, False)
                 if len(tried) > retries or policy is None or error.condition not in policy.conditions:
                     raise
                 delay = _delay_within(len(tried), policy.backoff, rand, expires)
@@ -95,9 +98,9 @@ def call(state: UpstreamState, environ: WSGIEnvironment, request: UpstreamReques
                 # The client went away or the worker is stopping: the call's outcome is unknown,
                 # but a half-open breaker's probe must not stay taken for ever.
                 endpoint.in_flight -= 1
-                endpoint.record_call(False)
+                endpoint.record_call(ticket, False)
                 raise
-            endpoint.record_call(answer.status not in FAILING_STATUSES)
+            endpoint.record_call(ticket, answer.status not in FAILING_STATUSES)
             if len(tried) <= retries and policy is not None and retry_on_status(answer.status, policy):
                 delay = _delay_within(len(tried), policy.backoff, rand, expires)
                 if delay is not None:

@@ -21,9 +21,9 @@ _BUCKETS = 10
 
 
 class CircuitBreaker:
-    """One target's breaker; ``allow`` before a call, then exactly one ``record`` for each allowed call."""
+    """One target's breaker: ``allow`` before a call, then one ``record`` with its ticket afterwards."""
 
-    __slots__ = ("policy", "clock", "state", "opened_at", "probing", "_buckets", "_bucket_width")
+    __slots__ = ("policy", "clock", "state", "opened_at", "probing", "generation", "_buckets", "_bucket_width")
 
     def __init__(self, policy: BreakerPolicy, clock: Callable[[], float]) -> None:
         self.policy = policy
@@ -31,6 +31,9 @@ class CircuitBreaker:
         self.state = CLOSED
         self.opened_at = 0.0
         self.probing = False
+        # Changes with every state change; a call's ticket names the one it was let through in,
+        # so a late outcome from before a change cannot pass for the half-open probe's.
+        self.generation = 1
         # bucket index (time // width) -> [calls, failures]
         self._buckets: dict[int, list[int]] = {}
         self._bucket_width = policy.window / _BUCKETS
@@ -43,32 +46,32 @@ class CircuitBreaker:
             return self.clock() - self.opened_at >= self.policy.open_for
         return not self.probing
 
-    def allow(self) -> bool:
-        """Let one call through, or refuse it; in half-open only one probe is ever out."""
+    def allow(self) -> int | None:
+        """A ticket for one call, or None to refuse it; in half-open only one probe is ever out."""
         if self.state == CLOSED:
-            return True
+            return self.generation
         if self.state == OPEN:
             if self.clock() - self.opened_at < self.policy.open_for:
-                return False
+                return None
             self.state = HALF_OPEN
+            self.generation += 1
             self.probing = False
         if self.probing:
-            return False
+            return None
         self.probing = True
-        return True
+        return self.generation
 
-    def record(self, success: bool) -> None:
-        """The outcome of a call that ``allow`` let through."""
+    def record(self, ticket: int, success: bool) -> None:
+        """The outcome of a call ``allow`` gave ``ticket`` to."""
+        if ticket != self.generation:
+            return  # let through before the last change of state: it says nothing about now
         if self.state == HALF_OPEN:
-            if self.probing:
-                self.probing = False
-                if success:
-                    self._close()
-                else:
-                    self._open()
+            self.probing = False
+            if success:
+                self._close()
+            else:
+                self._open()
             return
-        if self.state == OPEN:
-            return  # a call let through before the breaker opened: it changes nothing now
         now = self.clock()
         index = int(now // self._bucket_width)
         bucket = self._buckets.get(index)
@@ -102,10 +105,12 @@ class CircuitBreaker:
         return calls, failures
 
     def _open(self) -> None:
+        self.generation += 1
         self.state = OPEN
         self.opened_at = self.clock()
         self.probing = False
 
     def _close(self) -> None:
+        self.generation += 1
         self.state = CLOSED
         self._buckets.clear()

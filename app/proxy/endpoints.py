@@ -59,10 +59,14 @@ class Endpoint:
             waits.append(self._health.interval * self._health.healthy_after)
         return max(0.0, *waits)
 
-    def record_call(self, success: bool) -> None:
-        """The outcome of a real call: feeds passive ejection and the breaker."""
+    def admit(self) -> int | None:
+        """A breaker ticket for one call (0 without a breaker), or None when the breaker refuses."""
+        return 0 if self.breaker is None else self.breaker.allow()
+
+    def record_call(self, ticket: int, success: bool) -> None:
+        """The outcome of a real call admitted with ``ticket``: feeds passive ejection and the breaker."""
         if self.breaker is not None:
-            self.breaker.record(success)
+            self.breaker.record(ticket, success)
         if success:
             self._failures_in_row = 0
             return

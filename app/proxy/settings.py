@@ -18,6 +18,7 @@ _NAME = r"[a-z][a-z0-9_-]{0,62}"
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*\.?"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_MAX_WEIGHT = 1000
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,8 @@ def _targets(section: Section) -> tuple[Target, ...]:
         table = Section(f"{section.key('targets')}[{index}]", item)
         url = table.string("url", expected="an http:// or https:// URL")
         weight = table.integer("weight", 1, minimum=1)
+        if weight > _MAX_WEIGHT:  # the hash ring holds points per unit of weight
+            raise ConfigError(table.key("weight"), weight, f"a whole number from 1 to {_MAX_WEIGHT}")
         table.done()
         targets.append(replace(_target(table.key("url"), url), weight=weight))
     return tuple(targets)
