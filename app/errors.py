@@ -89,12 +89,8 @@ class UpstreamDown(GatewayError, ServiceUnavailable):
     problem = _PROBLEM_BASE + "upstream-down"
 
     def __init__(self, description: str, retry_after: int) -> None:
-        super().__init__(description)
-        self.retry_after = retry_after
-
-    def get_headers(self, *args: Any, **kwargs: Any) -> list[tuple[str, str]]:
-        """When the soonest target may be back."""
-        return [*super().get_headers(*args, **kwargs), ("Retry-After", str(self.retry_after))]
+        # Werkzeug's ServiceUnavailable writes Retry-After itself: when the soonest target may be back.
+        super().__init__(description, retry_after=retry_after)
 
 
 def problem_response(status: int, title: str, detail: str, problem: str = "about:blank",
