@@ -22,7 +22,7 @@ class Endpoint:
     """A target at one resolved address: calls go to ``pool``, the Host header stays ``target.netloc``."""
 
     __slots__ = (
-        "target", "address", "pool", "key", "weight", "in_flight", "healthy", "_passes", "_fails",
+        "target", "address", "pool", "key", "label", "weight", "in_flight", "healthy", "_passes", "_fails",
         "_failures_in_row", "ejected_until", "breaker", "_eject", "_health", "clock",
     )
 
@@ -32,6 +32,8 @@ class Endpoint:
         self.address = address
         self.pool = pool
         self.key = f"{target.url}@{address}"
+        #: How logs name it: the URL, plus the address when a host name was resolved.
+        self.label = target.url if address == target.host else f"{target.url} ({address})"
         self.weight = target.weight
         self.in_flight = 0
         self.healthy = True  # until an active check says otherwise: a new target gets traffic

@@ -137,7 +137,7 @@ class Monitor:
             endpoint.record_check(passed)
             if endpoint.healthy != was:
                 log.warning("target health changed", extra={"fields": {
-                    "upstream": state.settings.name, "target": endpoint.key, "healthy": endpoint.healthy}})
+                    "upstream": state.settings.name, "target": endpoint.label, "healthy": endpoint.healthy}})
 
 
 def _loop(ref: weakref.ref[Monitor]) -> None:

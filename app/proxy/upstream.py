@@ -136,7 +136,7 @@ class Upstream:
         def note(endpoint: Endpoint) -> None:
             if not settings.preserve_host:
                 upstream_request.headers["Host"] = endpoint.target.netloc
-            environ[UPSTREAM_ENVIRON] = (self.name, endpoint.key)
+            environ[UPSTREAM_ENVIRON] = (self.name, endpoint.label)
 
         state.in_flight += 1
         try:
