@@ -61,12 +61,8 @@ def call(state: UpstreamState, environ: WSGIEnvironment, request: UpstreamReques
     deadline.start()
     expires = time.monotonic() + settings.timeout
     try:
-        if retries and request.body is not None:
-            body = read_replayable_body(environ, policy.buffer if policy else 0)
-            if body is NOT_REPLAYABLE:
-                retries = 0  # streamed as it arrives: it cannot be sent a second time
-            elif isinstance(body, bytes):
-                request = dataclasses.replace(request, body=io.BytesIO(body))
+        if retries and policy is not None and request.body is not None:
+            request, retries = _replayable(request, environ, policy.buffer, retries)
         tried: list[Endpoint] = []
         while True:
             endpoint = state.pick(key, tried)
@@ -104,8 +100,8 @@ def call(state: UpstreamState, environ: WSGIEnvironment, request: UpstreamReques
             if len(tried) <= retries and policy is not None and retry_on_status(answer.status, policy):
                 delay = _delay_within(len(tried), policy.backoff, rand, expires)
                 if delay is not None:
-                    _discard(answer)
                     endpoint.in_flight -= 1
+                    _discard(answer)
                     gevent.sleep(delay)
                     continue
             return endpoint, answer
@@ -117,6 +113,17 @@ def call(state: UpstreamState, environ: WSGIEnvironment, request: UpstreamReques
         deadline.close()
 
 
+def _replayable(request: UpstreamRequest, environ: WSGIEnvironment, limit: int,
+                retries: int) -> tuple[UpstreamRequest, int]:
+    """The request with its body held in memory, or unchanged with no retries when it cannot be."""
+    body = read_replayable_body(environ, limit)
+    if body is NOT_REPLAYABLE:
+        return request, 0  # streamed as it arrives: it cannot be sent a second time
+    if isinstance(body, bytes):
+        return dataclasses.replace(request, body=io.BytesIO(body)), retries
+    return request, retries
+
+
 def _delay_within(retry: int, base: float, rand: Callable[[], float], expires: float) -> float | None:
     """The pause before the next attempt, or None when the deadline would pass during it."""
     delay = backoff_delay(retry, base, rand)
@@ -126,11 +133,13 @@ def _delay_within(retry: int, base: float, rand: Callable[[], float], expires: f
 def _discard(answer: BaseHTTPResponse) -> None:
     """Throw a retried answer away and give its connection back (or close it when the body is big)."""
     length = answer.headers.get("Content-Length")
-    if length is not None and length.isdigit() and int(length) <= _DRAIN_LIMIT:
-        try:
+    drained = False
+    try:
+        if length is not None and length.isdigit() and int(length) <= _DRAIN_LIMIT:
+            # urllib3 closes the connection itself when the read fails; only the deadline escapes.
             answer.drain_conn()
-        except OSError:
-            answer.close()
-    else:
-        answer.close()
-    answer.release_conn()
+            drained = True
+    finally:
+        if not drained:
+            answer.close()  # unread bytes are still on the wire: the connection cannot be reused
+        answer.release_conn()
