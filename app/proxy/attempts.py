@@ -21,6 +21,7 @@ from urllib3 import BaseHTTPResponse
 from app.errors import UpstreamDown, UpstreamTimeout, UpstreamUnreachable
 from app.proxy.client import UpstreamState
 from app.proxy.endpoints import FAILING_STATUSES, Endpoint
+from app.proxy.policy import RetryPolicy
 from app.proxy.retry import NOT_REPLAYABLE, backoff_delay, read_replayable_body, retries_allowed, retry_on_status
 from app.proxy.transport import UpstreamRequest, send
 
@@ -59,58 +60,90 @@ def call(state: UpstreamState, environ: WSGIEnvironment, request: UpstreamReques
     key = hash_key(environ, settings.resilience.hash_on) if settings.resilience.balance == "hash" else ""
     deadline = gevent.Timeout(settings.timeout)
     deadline.start()
-    expires = time.monotonic() + settings.timeout
     try:
         if retries and policy is not None and request.body is not None:
             request, retries = _replayable(request, environ, policy.buffer, retries)
-        tried: list[Endpoint] = []
-        while True:
-            endpoint = state.pick(key, tried)
-            # pick() only offers endpoints whose breaker lets a call through, and nothing yields
-            # in between: admit() takes the half-open probe, so no other greenlet gets it.
-            ticket = endpoint.admit() if endpoint is not None else None
-            if endpoint is None or ticket is None:
-                raise UpstreamDown(f"No target of the upstream {settings.name!r} can take calls now.",
-                                   state.retry_after())
-            tried.append(endpoint)
-            if on_attempt is not None:
-                on_attempt(endpoint)
-            if request.body is not None and isinstance(request.body, io.BytesIO):
-                request.body.seek(0)
-            endpoint.in_flight += 1
-            try:
-                answer = send(state, endpoint.pool, request, deadline)
-            except (UpstreamUnreachable, UpstreamTimeout) as error:
-                endpoint.in_flight -= 1
-                endpoint.record_call(ticket, False)
-                if len(tried) > retries or policy is None or error.condition not in policy.conditions:
-                    raise
-                delay = _delay_within(len(tried), policy.backoff, rand, expires)
-                if delay is None:
-                    raise
-                gevent.sleep(delay)
-                continue
-            except BaseException:
-                # The client went away or the worker is stopping: the call's outcome is unknown,
-                # but a half-open breaker's probe must not stay taken for ever.
-                endpoint.in_flight -= 1
-                endpoint.record_call(ticket, False)
-                raise
-            endpoint.record_call(ticket, answer.status not in FAILING_STATUSES)
-            if len(tried) <= retries and policy is not None and retry_on_status(answer.status, policy):
-                delay = _delay_within(len(tried), policy.backoff, rand, expires)
-                if delay is not None:
-                    endpoint.in_flight -= 1
-                    _discard(answer)
-                    gevent.sleep(delay)
-                    continue
-            return endpoint, answer
+        attempts = _Attempts(state, request, policy, retries, rand, deadline, time.monotonic() + settings.timeout)
+        return attempts.run(key, on_attempt)
     except gevent.Timeout as expired:
         if expired is not deadline:
             raise
         raise UpstreamTimeout(f"The upstream did not answer within {settings.timeout:g} s.") from None
     finally:
         deadline.close()
+
+
+class _Attempts:
+    """The attempts of one call, sharing its deadline."""
+
+    def __init__(self, state: UpstreamState, request: UpstreamRequest, policy: RetryPolicy | None, retries: int,
+                 rand: Callable[[], float], deadline: gevent.Timeout, expires: float) -> None:
+        self.state = state
+        self.request = request
+        self.policy = policy
+        self.retries = retries
+        self.rand = rand
+        self.deadline = deadline
+        self.expires = expires
+
+    def run(self, key: str, on_attempt: Callable[[Endpoint], None] | None) -> tuple[Endpoint, BaseHTTPResponse]:
+        """Attempt until an answer is kept; the kept answer's endpoint still counts it in flight."""
+        tried: list[Endpoint] = []
+        while True:
+            endpoint = self.state.pick(key, tried)
+            # pick() only offers endpoints whose breaker lets a call through, and nothing yields
+            # in between: admit() takes the half-open probe, so no other greenlet gets it.
+            ticket = endpoint.admit() if endpoint is not None else None
+            if endpoint is None or ticket is None:
+                raise UpstreamDown("No target of the upstream can take calls now.", self.state.retry_after())
+            tried.append(endpoint)
+            if on_attempt is not None:
+                on_attempt(endpoint)
+            answer = self._send(endpoint, ticket, len(tried))
+            if answer is None:
+                continue  # failed, and worth another try
+            delay = self._retry_delay(len(tried)) if self._retry_status(answer.status) else None
+            if delay is None:
+                return endpoint, answer
+            endpoint.in_flight -= 1
+            _discard(answer)
+            gevent.sleep(delay)
+
+    def _send(self, endpoint: Endpoint, ticket: int, attempt: int) -> BaseHTTPResponse | None:
+        """One attempt: the answer, or None after a failure that is retried (the pause taken)."""
+        body = self.request.body
+        if isinstance(body, io.BytesIO):
+            body.seek(0)
+        endpoint.in_flight += 1
+        try:
+            answer = send(self.state, endpoint.pool, self.request, self.deadline)
+        except (UpstreamUnreachable, UpstreamTimeout) as error:
+            endpoint.in_flight -= 1
+            endpoint.record_call(ticket, False)
+            listed = self.policy is not None and error.condition in self.policy.conditions
+            delay = self._retry_delay(attempt) if listed else None
+            if delay is None:
+                raise
+            gevent.sleep(delay)
+            return None
+        except BaseException:
+            # The client went away or the worker is stopping: the call's outcome is unknown,
+            # but a half-open breaker's probe must not stay taken for ever.
+            endpoint.in_flight -= 1
+            endpoint.record_call(ticket, False)
+            raise
+        endpoint.record_call(ticket, answer.status not in FAILING_STATUSES)
+        return answer
+
+    def _retry_status(self, status: int) -> bool:
+        return self.policy is not None and retry_on_status(status, self.policy)
+
+    def _retry_delay(self, attempt: int) -> float | None:
+        """The pause before the next attempt; None when no retry is left or it would pass the deadline."""
+        if attempt > self.retries or self.policy is None:
+            return None
+        delay = backoff_delay(attempt, self.policy.backoff, self.rand)
+        return None if time.monotonic() + delay >= self.expires else delay
 
 
 def _replayable(request: UpstreamRequest, environ: WSGIEnvironment, limit: int,
@@ -122,12 +155,6 @@ def _replayable(request: UpstreamRequest, environ: WSGIEnvironment, limit: int,
     if isinstance(body, bytes):
         return dataclasses.replace(request, body=io.BytesIO(body)), retries
     return request, retries
-
-
-def _delay_within(retry: int, base: float, rand: Callable[[], float], expires: float) -> float | None:
-    """The pause before the next attempt, or None when the deadline would pass during it."""
-    delay = backoff_delay(retry, base, rand)
-    return None if time.monotonic() + delay >= expires else delay
 
 
 def _discard(answer: BaseHTTPResponse) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from urllib3 import HTTPConnectionPool
@@ -11,6 +12,8 @@ from app.proxy.policy import EjectPolicy, HealthPolicy, Resilience
 from app.proxy.settings import Target
 
 __all__ = ["FAILING_STATUSES", "Endpoint"]
+
+log = logging.getLogger("frontdesk.proxy")
 
 #: Upstream statuses that count as a failed call for ejection and the breaker: the target
 #: itself is in trouble (overloaded, or a proxy in front of it cannot reach it). A 500 is left
@@ -68,13 +71,17 @@ class Endpoint:
     def record_call(self, ticket: int, success: bool) -> None:
         """The outcome of a real call admitted with ``ticket``: feeds passive ejection and the breaker."""
         if self.breaker is not None:
+            before = self.breaker.state
             self.breaker.record(ticket, success)
+            if self.breaker.state != before:
+                log.warning("breaker changed", extra={"fields": {"target": self.label, "state": self.breaker.state}})
         if success:
             self._failures_in_row = 0
             return
         self._failures_in_row += 1
         if self._eject is not None and self._failures_in_row >= self._eject.failures:
             self.ejected_until = self.clock() + self._eject.seconds
+            log.warning("target ejected", extra={"fields": {"target": self.label, "seconds": self._eject.seconds}})
             # Back after the pause with a clean slate: it must fail ``failures`` times again.
             self._failures_in_row = 0
 
