@@ -223,6 +223,21 @@ def test_a_route_may_opt_a_post_into_retries(make_app: AppFactory, pair: tuple[B
     assert [seen.body for seen in a.received + b.received] == [b"order", b"order"]
 
 
+def test_a_declared_route_may_opt_in_too(make_app: AppFactory, pair: tuple[Backend, Backend]) -> None:
+    a, b = pair
+    a.status = 503
+    app = make_app(UPSTREAMS={"svc": {"targets": [a.url, b.url], "retries": {"on": ["503"], "backoff": 0.01}}},
+                   ROUTES=[{"path": "/orders", "upstream": "svc", "methods": ["POST"], "retry_any_method": True},
+                           {"path": "/payments", "upstream": "svc", "methods": ["POST"]}])
+    client = app.test_client()
+    assert answered_by(client.post("/orders", data=b"order")) == "b"
+    a.clear()
+    b.clear()
+    b.status = 503
+    client.post("/payments", data=b"pay").close()  # not opted in: tried once
+    assert len(a.received) + len(b.received) == 1
+
+
 def test_an_idempotent_call_is_retried_on_another_target(make_app: AppFactory, pair: tuple[Backend, Backend]) -> None:
     a, b = pair
     a.status = 503

@@ -94,3 +94,20 @@ def test_bad_values_name_the_key(upstream: dict[str, Any], key: str, value: obje
     with pytest.raises(ConfigError) as caught:
         read(**upstream)
     assert str(caught.value) == f"upstreams.orders.{key} = {value!r}: expected {expected}"
+
+
+def test_a_route_opts_into_retrying_any_method() -> None:
+    from app.routes import read_routes
+
+    _, config = load_config("testing", overrides={"ROUTES": [
+        {"path": "/a", "upstream": "orders", "methods": ["POST"], "retry_any_method": True},
+        {"path": "/b", "upstream": "orders", "retry_any_method": "perhaps"},
+    ]})
+    config["ROUTES"] = config["ROUTES"][:1]
+    [route] = read_routes(config, {"orders"})
+    assert route.retry_any_method is True
+    _, config = load_config("testing", overrides={"ROUTES": [{"path": "/b", "upstream": "orders",
+                                                              "retry_any_method": "perhaps"}]})
+    with pytest.raises(ConfigError) as caught:
+        read_routes(config, {"orders"})
+    assert str(caught.value) == "routes[0].retry_any_method = 'perhaps': expected true or false"
