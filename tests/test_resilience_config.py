@@ -100,10 +100,7 @@ def test_a_route_opts_into_retrying_any_method() -> None:
     from app.routes import read_routes
 
     _, config = load_config("testing", overrides={"ROUTES": [
-        {"path": "/a", "upstream": "orders", "methods": ["POST"], "retry_any_method": True},
-        {"path": "/b", "upstream": "orders", "retry_any_method": "perhaps"},
-    ]})
-    config["ROUTES"] = config["ROUTES"][:1]
+        {"path": "/a", "upstream": "orders", "methods": ["POST"], "retry_any_method": True}]})
     [route] = read_routes(config, {"orders"})
     assert route.retry_any_method is True
     _, config = load_config("testing", overrides={"ROUTES": [{"path": "/b", "upstream": "orders",
