@@ -108,3 +108,23 @@ def test_a_route_opts_into_retrying_any_method() -> None:
     with pytest.raises(ConfigError) as caught:
         read_routes(config, {"orders"})
     assert str(caught.value) == "routes[0].retry_any_method = 'perhaps': expected true or false"
+
+
+def test_upstream_defaults_carry_resilience_keys_replaced_whole_per_upstream() -> None:
+    _, config = load_config("testing", overrides={
+        "UPSTREAM_DEFAULTS": {"retries": {"on": ["connect", "503"]}, "eject": {"failures": 3}},
+        "UPSTREAMS": {"orders": {"targets": ["http://10.0.0.1"], "retries": {"attempts": 1}},
+                      "users": {"targets": ["http://10.0.0.2"]}},
+    })
+    upstreams = read_upstreams(config)
+    orders, users = upstreams["orders"].resilience, upstreams["users"].resilience
+    assert orders.retries == RetryPolicy(attempts=1)  # its own table, whole: "on" is the default's default
+    assert users.retries == RetryPolicy(statuses=frozenset({503}))
+    assert orders.eject == users.eject == EjectPolicy(failures=3)
+
+
+def test_a_bad_default_names_upstream_defaults() -> None:
+    _, config = load_config("testing", overrides={"UPSTREAM_DEFAULTS": {"balance": "random"}})
+    with pytest.raises(ConfigError) as caught:
+        read_upstreams(config)
+    assert str(caught.value).startswith("upstream_defaults.balance = 'random'")

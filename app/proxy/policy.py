@@ -83,20 +83,31 @@ class Resilience:
     resolve_interval: float = 30.0
 
 
-def read_resilience(section: Section) -> Resilience:
-    """Read the resilience keys of one [upstreams.NAME] table (each optional)."""
-    balance = section.string("balance", "round_robin", choices=BALANCERS)
-    hash_on = section.string("hash_on", "client", pattern=_HASH_ON.pattern,
-                             expected='"client" or "header:NAME"')
+def read_resilience(section: Section, defaults: Section | None = None) -> Resilience:
+    """Read the resilience keys of one table (each optional); a key it lacks comes from ``defaults``.
+
+    A key is taken whole from one table or the other: a ``retries`` table in [upstreams.NAME]
+    replaces the one in [upstream_defaults], it is not merged with it.
+    """
+    def source(key: str) -> Section:
+        if defaults is not None and not section.has(key) and defaults.has(key):
+            return defaults
+        return section
+
+    def table(key: str) -> Section | None:
+        return source(key).table(key) if source(key).has(key) else None
+
+    health, eject, retries, breaker = (table(key) for key in ("health", "eject", "retries", "breaker"))
     return Resilience(
-        balance=balance,
-        hash_on=hash_on,
-        health=_health(section.table("health")) if section.has("health") else None,
-        eject=_eject(section.table("eject")) if section.has("eject") else None,
-        retries=_retries(section.table("retries")) if section.has("retries") else None,
-        breaker=_breaker(section.table("breaker")) if section.has("breaker") else None,
-        critical=section.boolean("critical", False),
-        resolve_interval=section.seconds("resolve_interval", 30.0),
+        balance=source("balance").string("balance", "round_robin", choices=BALANCERS),
+        hash_on=source("hash_on").string("hash_on", "client", pattern=_HASH_ON.pattern,
+                                         expected='"client" or "header:NAME"'),
+        health=_health(health) if health else None,
+        eject=_eject(eject) if eject else None,
+        retries=_retries(retries) if retries else None,
+        breaker=_breaker(breaker) if breaker else None,
+        critical=source("critical").boolean("critical", False),
+        resolve_interval=source("resolve_interval").seconds("resolve_interval", 30.0),
     )
 
 

@@ -50,14 +50,16 @@ class UpstreamSettings:
 
 def read_upstreams(config: Mapping[str, Any]) -> dict[str, UpstreamSettings]:
     """Every declared upstream by name, with [upstream_defaults] under each."""
-    defaults = _read_options(Section("upstream_defaults", config["UPSTREAM_DEFAULTS"]), every=True)
+    defaults_section = Section("upstream_defaults", config["UPSTREAM_DEFAULTS"])
+    read_resilience(defaults_section)  # checked once here, so an error names [upstream_defaults]
+    defaults = _read_options(defaults_section, every=True)
     upstreams = {}
     for section in Section("upstreams", config["UPSTREAMS"]).tables():
         name = section.path.split(".", 1)[1]
         if not _is_name(name):
             raise ConfigError(section.path, name, "an upstream name of lower-case letters, digits, - and _")
         targets = _targets(section)
-        resilience = read_resilience(section)
+        resilience = read_resilience(section, Section("upstream_defaults", config["UPSTREAM_DEFAULTS"]))
         options = {**defaults, **_read_options(section, every=False)}
         upstreams[name] = UpstreamSettings(name=name, targets=targets, resilience=resilience, **options)
     return upstreams
