@@ -105,3 +105,15 @@ def test_a_monitor_with_nothing_to_do_starts_nothing(clock: Clock) -> None:
     assert not monitor.needed()
     monitor.ensure_started()
     assert monitor._greenlet is None
+
+
+def test_https_at_a_resolved_address_still_checks_the_name(clock: Clock) -> None:
+    state = states(clock, targets=["https://svc.test"])["svc"]
+    [target] = state.hostnames()
+    state.set_addresses(target, ["10.9.0.7"])
+    [endpoint] = state.endpoints
+    pool: Any = endpoint.pool
+    assert (pool.host, pool.port, pool.scheme) == ("10.9.0.7", 443, "https")
+    assert pool.assert_hostname == "svc.test"  # the certificate must name the target, not the address
+    assert pool.conn_kw["server_hostname"] == "svc.test"  # and SNI asks for it
+    assert endpoint.target.netloc == "svc.test"  # the Host header
