@@ -23,6 +23,7 @@ __all__ = [
     "GatewayError",
     "PathRefused",
     "UpstreamBusy",
+    "UpstreamDown",
     "UpstreamTimeout",
     "UpstreamUnreachable",
     "problem_response",
@@ -55,11 +56,21 @@ class UpstreamUnreachable(GatewayError, BadGateway):
 
     problem = _PROBLEM_BASE + "upstream-unreachable"
 
+    def __init__(self, description: str, condition: str = "reset") -> None:
+        super().__init__(description)
+        #: What failed, in the terms retry policies use: "connect" or "reset".
+        self.condition = condition
+
 
 class UpstreamTimeout(GatewayError, GatewayTimeout):
     """The upstream did not answer within the route's timeouts."""
 
     problem = _PROBLEM_BASE + "upstream-timeout"
+
+    def __init__(self, description: str, condition: str = "deadline") -> None:
+        super().__init__(description)
+        #: "connect", "timeout" (no byte of the answer in time) or "deadline" (the overall one).
+        self.condition = condition
 
 
 class UpstreamBusy(GatewayError, ServiceUnavailable):
@@ -70,6 +81,16 @@ class UpstreamBusy(GatewayError, ServiceUnavailable):
     def get_headers(self, *args: Any, **kwargs: Any) -> list[tuple[str, str]]:
         """Ask well-behaved clients to come back in a second."""
         return [*super().get_headers(*args, **kwargs), ("Retry-After", "1")]
+
+
+class UpstreamDown(GatewayError, ServiceUnavailable):
+    """No target of the upstream can take calls (all unhealthy, ejected or behind an open breaker)."""
+
+    problem = _PROBLEM_BASE + "upstream-down"
+
+    def __init__(self, description: str, retry_after: int) -> None:
+        # Werkzeug's ServiceUnavailable writes Retry-After itself: when the soonest target may be back.
+        super().__init__(description, retry_after=retry_after)
 
 
 def problem_response(status: int, title: str, detail: str, problem: str = "about:blank",

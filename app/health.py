@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 
 from app.auth import public
+from app.proxy import upstreams
 
 __all__ = ["LIVE_PATH", "READY_PATH", "health"]
 
@@ -25,5 +26,10 @@ def live() -> Response:
 @health.get(READY_PATH)
 @public
 def ready() -> Response:
-    """The worker has its settings, upstream pools and routes: send it traffic."""
+    """The worker has its settings, pools and routes, and every critical upstream a usable target."""
+    down = upstreams.unavailable_critical()
+    if down:
+        response = jsonify(status="not ready", unavailable=down)
+        response.status_code = 503
+        return response
     return jsonify(status="ready")

@@ -31,6 +31,7 @@ class RouteSettings:
     upstream: str
     upstream_path: UpstreamPath | None
     auth: AuthPolicy | None  # None: start-up refuses the route (no route is public by accident)
+    retry_any_method: bool = False  # the upstream's retry policy covers POST/PATCH here too
 
 
 def read_routes(config: Mapping[str, Any], upstream_names: Collection[str]) -> tuple[RouteSettings, ...]:
@@ -88,9 +89,10 @@ def _read_route(section: Section, default_methods: tuple[str, ...], default_auth
     name = section.string("name", _endpoint_name(path, index), pattern=r"[A-Za-z_][A-Za-z0-9_]*",
                           expected="a name of letters, digits and _")
     auth = read_route_policy(section.key("auth"), section.raw("auth")) if section.has("auth") else default_auth
+    retry_any_method = section.boolean("retry_any_method", False)
     section.done()
     return RouteSettings(name=name, path=path, methods=methods, upstream=upstream, upstream_path=upstream_path,
-                         auth=auth)
+                         auth=auth, retry_any_method=retry_any_method)
 
 
 def _rule_variables(key: str, path: str) -> frozenset[str]:
@@ -147,9 +149,10 @@ def build_routes_blueprint(routes: tuple[RouteSettings, ...]) -> Blueprint:
 def _forwarding_view(route: RouteSettings, blueprint: Blueprint) -> Callable[..., ProxyResponse]:
     upstream = Upstream(route.upstream, blueprint)
     template = route.upstream_path
+    retry_any_method = route.retry_any_method
 
     def forward(**values: object) -> ProxyResponse:
-        return upstream.forward(template.render(values) if template else None)
+        return upstream.forward(template.render(values) if template else None, retry_any_method=retry_any_method)
 
     forward.__name__ = route.name
     forward.__doc__ = f"Forward {route.path} to the {route.upstream} upstream."

@@ -31,7 +31,9 @@ def main(calls: int) -> None:
         upstreams = read_upstreams(config)
         session = build_session(upstreams)
         state = build_states(session, upstreams)["b"]
-        target, pool = state.pick()
+        endpoint = state.pick()
+        assert endpoint is not None
+        target, pool = endpoint.target, endpoint.pool
         figures: dict[str, list[float]] = {"session": [], "pool": []}
         for _ in range(3):
             for way in figures:

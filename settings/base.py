@@ -41,7 +41,9 @@ class Base:
         "forward_authorization": False,
     }
 
-    # [upstreams.NAME]: the services behind the gateway, by name. None by default.
+    # [upstreams.NAME]: the services behind the gateway, by name. None by default. Besides the
+    # keys above, each (or [upstream_defaults]) may set balance, hash_on, health, eject, retries,
+    # breaker, critical and resolve_interval (docs/resilience.md); none of them is on unless set.
     UPSTREAMS: dict[str, Any] = {}
 
     # [route_defaults]: applied under every [[routes]] entry.

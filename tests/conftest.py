@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 from flask import Flask  # noqa: E402
 from flask.testing import FlaskClient  # noqa: E402
 
-from app import create_app  # noqa: E402
+from app import create_app, upstreams  # noqa: E402
 from tests.fakes.backend import Backend  # noqa: E402
 from tests.gateway import Gateway  # noqa: E402
 
@@ -38,13 +38,19 @@ def echo_config(backend: Backend, **upstream: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def make_app() -> AppFactory:
+def make_app() -> Iterator[AppFactory]:
     """Build a fresh testing app; keyword arguments are create_app overrides."""
+    built: list[Flask] = []
+
     def make(**overrides: Any) -> Flask:
         overrides.setdefault("blueprints", ())
-        return create_app("testing", **overrides)
+        app = create_app("testing", **overrides)
+        built.append(app)
+        return app
 
-    return make
+    yield make
+    for app in built:
+        upstreams.stop(app)  # no health-check or DNS greenlet outlives its test
 
 
 @pytest.fixture

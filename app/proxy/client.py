@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 import http.cookiejar
-import itertools
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+import math
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3 import HTTPConnectionPool, Timeout
 
+from app.proxy.balance import Balancer, build_balancer
+from app.proxy.discovery import MAX_ADDRESSES, is_address
+from app.proxy.endpoints import Endpoint
 from app.proxy.settings import Target, UpstreamSettings
 
-__all__ = ["UpstreamState", "build_session", "build_states"]
+__all__ = ["UpstreamState", "build_session", "build_states", "endpoint_pool"]
 
 # Bytes per socket write of a request body (urllib3's default is 16 KiB); larger writes move
 # big uploads with fewer system calls.
@@ -63,42 +67,100 @@ def build_session(upstreams: Mapping[str, UpstreamSettings]) -> requests.Session
         for target in upstream.targets:
             # pool_block stays False: a blocking pool waits forever and breaks under gevent.Timeout;
             # max_in_flight caps concurrency instead.
-            adapter = _UpstreamAdapter(pool_connections=1, pool_maxsize=upstream.pool_size, max_retries=0)
+            # One pool per address behind the target's name (discovery): the adapter's pool manager
+            # must hold them all, or it would close one still in use to make room.
+            adapter = _UpstreamAdapter(pool_connections=2 * MAX_ADDRESSES, pool_maxsize=upstream.pool_size,
+                                       max_retries=0)
             session.mount(target.url + "/", adapter)
     return session
 
 
-@dataclass
 class UpstreamState:
-    """One upstream at run time in one worker: its settings, pools and calls in flight."""
+    """One upstream at run time in one worker: its settings, endpoints, balancer and calls in flight."""
 
-    settings: UpstreamSettings
-    pools: tuple[tuple[Target, HTTPConnectionPool], ...]
-    timeout: Timeout
-    in_flight: int = 0
-    _order: Iterator[tuple[Target, HTTPConnectionPool]] = field(init=False, repr=False)
+    def __init__(self, settings: UpstreamSettings, timeout: Timeout,
+                 make_pool: Callable[[Target, str], HTTPConnectionPool],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.timeout = timeout
+        self.clock = clock
+        self.in_flight = 0
+        self.balancer: Balancer = build_balancer(settings.resilience.balance)
+        self.endpoints: tuple[Endpoint, ...] = ()
+        self._make_pool = make_pool
+        # IP literals are their own address; host names wait for discovery's first answer.
+        self._addresses: dict[Target, tuple[str, ...]] = {
+            target: (target.host,) if is_address(target.host) else () for target in settings.targets}
+        self._rebuild()
 
-    def __post_init__(self) -> None:
-        self._order = itertools.cycle(self.pools)
+    def hostnames(self) -> tuple[Target, ...]:
+        """The targets named by host name, which discovery resolves."""
+        return tuple(target for target in self.settings.targets if not is_address(target.host))
 
-    def pick(self) -> tuple[Target, HTTPConnectionPool]:
-        """The next target in round-robin order, with its connection pool."""
-        return next(self._order)
+    def set_addresses(self, target: Target, addresses: Sequence[str]) -> bool:
+        """Make ``addresses`` the endpoints of ``target``; whether anything changed."""
+        wanted = tuple(sorted(set(addresses)))[:MAX_ADDRESSES]
+        if self._addresses.get(target) == wanted:
+            return False
+        self._addresses[target] = wanted
+        self._rebuild()
+        return True
+
+    def _rebuild(self) -> None:
+        # Endpoints that stay keep their state (health, breaker, in-flight count).
+        old = {endpoint.key: endpoint for endpoint in self.endpoints}
+        endpoints = []
+        for target in self.settings.targets:
+            for address in self._addresses[target]:
+                endpoint = old.get(f"{target.url}@{address}")
+                if endpoint is None:
+                    endpoint = Endpoint(target, address, self._make_pool(target, address),
+                                        self.settings.resilience, self.clock)
+                endpoints.append(endpoint)
+        self.endpoints = tuple(endpoints)
+        self.balancer.update(self.endpoints)
+
+    def pick(self, key: str = "", tried: Collection[Endpoint] = ()) -> Endpoint | None:
+        """The endpoint for the next call, preferring ones not ``tried`` yet; None when none is available."""
+        now = self.clock()
+        available = [endpoint for endpoint in self.endpoints if endpoint.available(now)]
+        fresh = [endpoint for endpoint in available if endpoint not in tried]
+        candidates = fresh or available
+        return self.balancer.choose(candidates, key) if candidates else None
+
+    def has_available(self) -> bool:
+        """Whether any endpoint can take a call now."""
+        now = self.clock()
+        return any(endpoint.available(now) for endpoint in self.endpoints)
+
+    def retry_after(self) -> int:
+        """Whole seconds until the soonest endpoint may take calls again (at least 1)."""
+        now = self.clock()
+        waits = [endpoint.retry_after(now) for endpoint in self.endpoints]
+        return max(1, math.ceil(min(waits, default=1.0)))
 
 
-def build_states(session: requests.Session, upstreams: Mapping[str, UpstreamSettings]) -> dict[str, UpstreamState]:
+def endpoint_pool(session: requests.Session, target: Target, address: str) -> HTTPConnectionPool:
+    """The pool for ``target`` at ``address``, owned by the target's adapter (so its TLS settings apply)."""
+    adapter = session.get_adapter(target.url + "/")
+    assert isinstance(adapter, HTTPAdapter)
+    probe = requests.Request("GET", target.url + "/").prepare()
+    # The same pool key requests builds per request, so forwarding and Session.request share pools.
+    _, key_attributes = adapter.build_connection_pool_key_attributes(probe, verify=True)
+    pool_kwargs: dict[str, Any] = dict(key_attributes)
+    if address != target.host and target.scheme == "https":
+        # Connect to the address, but check the certificate against (and send SNI for) the name.
+        pool_kwargs.update(server_hostname=target.host, assert_hostname=target.host)
+    pool = adapter.poolmanager.connection_from_host(address, target.port, target.scheme, pool_kwargs=pool_kwargs)
+    assert isinstance(pool, HTTPConnectionPool)
+    return pool
+
+
+def build_states(session: requests.Session, upstreams: Mapping[str, UpstreamSettings],
+                 clock: Callable[[], float] = time.monotonic) -> dict[str, UpstreamState]:
     """The run-time state of every upstream, using the pools the Session's adapters own."""
     states = {}
     for name, upstream in upstreams.items():
-        pools = []
-        for target in upstream.targets:
-            adapter = session.get_adapter(target.url + "/")
-            assert isinstance(adapter, HTTPAdapter)
-            probe = requests.Request("GET", target.url + "/").prepare()
-            # The same call requests makes per request, so forwarding and Session.request share one pool.
-            pool = adapter.get_connection_with_tls_context(probe, verify=True)
-            assert isinstance(pool, HTTPConnectionPool)
-            pools.append((target, pool))
         timeout = Timeout(connect=upstream.connect_timeout, read=upstream.read_timeout)
-        states[name] = UpstreamState(settings=upstream, pools=tuple(pools), timeout=timeout)
+        states[name] = UpstreamState(upstream, timeout, functools.partial(endpoint_pool, session), clock)
     return states

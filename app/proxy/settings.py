@@ -5,11 +5,12 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
 from app.config import ConfigError, Section
+from app.proxy.policy import Resilience, read_resilience
 
 __all__ = ["Target", "UpstreamSettings", "read_upstreams"]
 
@@ -17,6 +18,7 @@ _NAME = r"[a-z][a-z0-9_-]{0,62}"
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*\.?"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_MAX_WEIGHT = 1000
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class Target:
     host: str
     port: int
     netloc: str  # as sent in the Host header
+    weight: int = 1  # share of the traffic relative to the other targets
 
 
 @dataclass(frozen=True)
@@ -43,21 +46,23 @@ class UpstreamSettings:
     pool_size: int
     preserve_host: bool
     forward_authorization: bool
+    resilience: Resilience = Resilience()
 
 
 def read_upstreams(config: Mapping[str, Any]) -> dict[str, UpstreamSettings]:
     """Every declared upstream by name, with [upstream_defaults] under each."""
-    defaults = _read_options(Section("upstream_defaults", config["UPSTREAM_DEFAULTS"]), every=True)
+    defaults_section = Section("upstream_defaults", config["UPSTREAM_DEFAULTS"])
+    read_resilience(defaults_section)  # checked once here, so an error names [upstream_defaults]
+    defaults = _read_options(defaults_section, every=True)
     upstreams = {}
     for section in Section("upstreams", config["UPSTREAMS"]).tables():
         name = section.path.split(".", 1)[1]
         if not _is_name(name):
             raise ConfigError(section.path, name, "an upstream name of lower-case letters, digits, - and _")
-        targets = section.strings("targets", allow_empty=False)
+        targets = _targets(section)
+        resilience = read_resilience(section, Section("upstream_defaults", config["UPSTREAM_DEFAULTS"]))
         options = {**defaults, **_read_options(section, every=False)}
-        upstreams[name] = UpstreamSettings(
-            name=name, targets=tuple(_target(section.key("targets"), url) for url in targets), **options
-        )
+        upstreams[name] = UpstreamSettings(name=name, targets=targets, resilience=resilience, **options)
     return upstreams
 
 
@@ -92,6 +97,26 @@ def _is_host(host: str | None) -> bool:
         return True
     except ValueError:
         return re.fullmatch(_HOSTNAME, host) is not None
+
+
+def _targets(section: Section) -> tuple[Target, ...]:
+    """``targets``: URLs, or ``{ url = ..., weight = N }`` tables for weighted balancing."""
+    raw = section.raw("targets")
+    if not isinstance(raw, list) or not any(isinstance(item, dict) for item in raw):
+        return tuple(_target(section.key("targets"), url) for url in section.strings("targets", allow_empty=False))
+    targets = []
+    for index, item in enumerate(raw):
+        if isinstance(item, str) and item:
+            targets.append(_target(section.key("targets"), item))
+            continue
+        table = Section(f"{section.key('targets')}[{index}]", item)
+        url = table.string("url", expected="an http:// or https:// URL")
+        weight = table.integer("weight", 1, minimum=1)
+        if weight > _MAX_WEIGHT:  # the hash ring holds points per unit of weight
+            raise ConfigError(table.key("weight"), weight, f"a whole number from 1 to {_MAX_WEIGHT}")
+        table.done()
+        targets.append(replace(_target(table.key("url"), url), weight=weight))
+    return tuple(targets)
 
 
 def _target(key: str, url: str) -> Target:

@@ -8,7 +8,7 @@ framing chosen here) and saves requests' model layer on every call (docs/decisio
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
 
@@ -16,7 +16,7 @@ import gevent
 from flask import Response
 from werkzeug.wsgi import LimitedStream
 from urllib3 import BaseHTTPResponse, HTTPConnectionPool
-from urllib3.exceptions import HTTPError, NewConnectionError, TimeoutError
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, TimeoutError
 
 from app.errors import UpstreamTimeout, UpstreamUnreachable
 from app.proxy.client import UpstreamState
@@ -64,15 +64,20 @@ def build_request(environ: WSGIEnvironment, host: str, url: str) -> UpstreamRequ
     return UpstreamRequest(environ["REQUEST_METHOD"], url, headers, body, chunked)
 
 
-def send(state: UpstreamState, pool: HTTPConnectionPool, request: UpstreamRequest) -> BaseHTTPResponse:
+def send(state: UpstreamState, pool: HTTPConnectionPool, request: UpstreamRequest,
+         deadline: gevent.Timeout | None = None) -> BaseHTTPResponse:
     """Send the request and wait for the response head, within the upstream's deadline.
 
-    The caller owns ``state.in_flight``: it was counted before this call and is released when
-    the response is closed (or here, when no response comes).
+    ``deadline`` is the request's overall one when the caller retries (it spans every attempt);
+    without it, this one attempt gets the upstream's ``timeout``. The caller owns
+    ``state.in_flight``: it was counted before this call and is released when the response is
+    closed (or by the caller, when no response comes). Errors carry a ``condition`` for retries.
     """
     settings = state.settings
-    deadline = gevent.Timeout(settings.timeout)
-    deadline.start()
+    own = deadline is None
+    if deadline is None:
+        deadline = gevent.Timeout(settings.timeout)
+        deadline.start()
     try:
         return pool.urlopen(
             request.method, request.url, body=request.body, headers=request.headers, chunked=request.chunked,
@@ -84,14 +89,17 @@ def send(state: UpstreamState, pool: HTTPConnectionPool, request: UpstreamReques
             raise
         raise UpstreamTimeout(f"The upstream did not answer within {settings.timeout:g} s.") from None
     except NewConnectionError:  # before TimeoutError: urllib3 makes it a subclass of ConnectTimeoutError
-        raise UpstreamUnreachable("The upstream refused the connection.") from None
+        raise UpstreamUnreachable("The upstream refused the connection.", "connect") from None
+    except ConnectTimeoutError:
+        raise UpstreamTimeout("The upstream did not accept the connection in time.", "connect") from None
     except TimeoutError:
-        raise UpstreamTimeout("The upstream did not answer in time.") from None
+        raise UpstreamTimeout("The upstream did not answer in time.", "timeout") from None
     except (HTTPError, OSError) as error:
         log.warning("upstream failed", extra={"fields": {"upstream": settings.name, "cause": type(error).__name__}})
         raise UpstreamUnreachable("The upstream closed the connection or answered with invalid HTTP.") from None
     finally:
-        deadline.close()
+        if own:
+            deadline.close()
 
 
 class ProxyResponse(Response):
@@ -107,10 +115,14 @@ class ProxyResponse(Response):
         return self.headers
 
 
-def build_response(upstream: BaseHTTPResponse, method: str, state: UpstreamState) -> ProxyResponse:
-    """The client's response: the upstream's status, headers and raw (still encoded) body."""
+def build_response(upstream: BaseHTTPResponse, method: str, state: UpstreamState,
+                   release: Callable[[], None] | None = None) -> ProxyResponse:
+    """The client's response: the upstream's status, headers and raw (still encoded) body.
+
+    ``release`` runs once when the body is closed (the endpoint's own in-flight count).
+    """
     headers = response_headers(upstream.headers.items(), upstream.headers.get("Connection"))
-    body = _UpstreamBody(upstream, state)
+    body = _UpstreamBody(upstream, state, release)
     if method == "HEAD" or upstream.status in _NO_BODY_STATUSES or upstream.status < 200:
         upstream.read()  # nothing to stream: completing the (empty) read frees the connection now
         body.close()
@@ -120,11 +132,13 @@ def build_response(upstream: BaseHTTPResponse, method: str, state: UpstreamState
 class _UpstreamBody:
     """The upstream's body, streamed in blocks; closing it frees the connection and the in-flight slot."""
 
-    __slots__ = ("upstream", "state", "closed")
+    __slots__ = ("upstream", "state", "release", "closed")
 
-    def __init__(self, upstream: BaseHTTPResponse, state: UpstreamState) -> None:
+    def __init__(self, upstream: BaseHTTPResponse, state: UpstreamState,
+                 release: Callable[[], None] | None) -> None:
         self.upstream = upstream
         self.state = state
+        self.release = release
         self.closed = False
 
     def __iter__(self) -> Iterator[bytes]:
@@ -145,6 +159,8 @@ class _UpstreamBody:
             return
         self.closed = True
         self.state.in_flight -= 1
+        if self.release is not None:
+            self.release()
         if not self.upstream.closed:
             # Unread bytes are still on the wire (the client went away mid-body): the
             # connection cannot carry another request, so it is closed, not reused.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
@@ -12,10 +13,14 @@ from flask.blueprints import BlueprintSetupState
 from app.config import ConfigError
 from app.edge import UPSTREAM_ENVIRON
 from app.errors import UpstreamBusy
+from app.proxy.attempts import call
 from app.proxy.client import UpstreamState, build_session, build_states
+from app.proxy.discovery import Resolver
+from app.proxy.endpoints import Endpoint
+from app.proxy.monitor import Monitor
 from app.proxy.paths import check_path
 from app.proxy.settings import UpstreamSettings, read_upstreams
-from app.proxy.transport import ProxyResponse, build_request, build_response, send
+from app.proxy.transport import ProxyResponse, build_request, build_response
 
 __all__ = ["Upstream", "Upstreams", "upstreams"]
 
@@ -28,6 +33,14 @@ _PATH_SAFE = "/!$&'()*+,;=:@-._~%"
 class _Runtime:
     session: requests.Session
     states: dict[str, UpstreamState]
+    monitor: Monitor
+
+
+def _runtime(app: Flask | None = None) -> _Runtime:
+    """This app's runtime, its background monitor started (in the worker, at the first use)."""
+    runtime: _Runtime = (app or current_app).extensions[_EXTENSION]
+    runtime.monitor.ensure_started()
+    return runtime
 
 
 class Upstreams:
@@ -37,7 +50,33 @@ class Upstreams:
         """Read [upstreams] and build this app's (this worker's) Session and pools."""
         settings = read_upstreams(app.config)
         session = build_session(settings)
-        app.extensions[_EXTENSION] = _Runtime(session, build_states(session, settings))
+        states = build_states(session, settings)
+        app.extensions[_EXTENSION] = _Runtime(session, states, Monitor(states))
+
+    def use_resolver(self, app: Flask, resolver: Resolver) -> None:
+        """Resolve host names with ``resolver`` from now on, starting now (tests control DNS this way)."""
+        runtime: _Runtime = app.extensions[_EXTENSION]
+        runtime.monitor.resolver = resolver
+        if runtime.monitor.started:
+            runtime.monitor.resolve_all()
+
+    def monitor(self, app: Flask | None = None) -> Monitor:
+        """The app's background monitor (health checks and DNS), started."""
+        return _runtime(app).monitor
+
+    def state(self, name: str, app: Flask | None = None) -> UpstreamState:
+        """One upstream's run-time state in this worker (endpoints, health, breakers)."""
+        return _runtime(app).states[name]
+
+    def stop(self, app: Flask) -> None:
+        """Stop the app's background work (tests call this for every app they built)."""
+        runtime: _Runtime = app.extensions[_EXTENSION]
+        runtime.monitor.stop()
+
+    def unavailable_critical(self, app: Flask | None = None) -> list[str]:
+        """The upstreams marked ``critical`` that have no target able to take calls now."""
+        return [name for name, state in _runtime(app).states.items()
+                if state.settings.resilience.critical and not state.has_available()]
 
     def settings(self, app: Flask | None = None) -> dict[str, UpstreamSettings]:
         """Every configured upstream's settings, by name."""
@@ -71,8 +110,13 @@ class Upstream:
             raise ConfigError(f"upstreams.{self.name}", None,
                               f"an [upstreams.{self.name}] table: blueprint {state.blueprint.name!r} forwards to it")
 
-    def forward(self, path: str | None = None, *, query: str | None = None) -> ProxyResponse:
-        """Forward the current request here, at ``path`` (default: the client's own path and query)."""
+    def forward(self, path: str | None = None, *, query: str | None = None,
+                retry_any_method: bool = False) -> ProxyResponse:
+        """Forward the current request here, at ``path`` (default: the client's own path and query).
+
+        ``retry_any_method`` lets the upstream's retry policy retry this route's non-idempotent
+        methods too: only for a route whose upstream makes them safe (an idempotency key).
+        """
         environ = request.environ
         raw_path, _, raw_query = _raw_target(environ)
         check_path(raw_path)
@@ -80,23 +124,34 @@ class Upstream:
         query = raw_query if query is None else query
         url = f"{upstream_path}?{query}" if query else upstream_path
 
-        state: UpstreamState = current_app.extensions[_EXTENSION].states[self.name]
+        state = _runtime().states[self.name]
         settings = state.settings
         if state.in_flight >= settings.max_in_flight:
             raise UpstreamBusy(f"The upstream already has {settings.max_in_flight} requests in flight.")
-        target, pool = state.pick()
-        host = environ.get("HTTP_HOST", target.netloc) if settings.preserve_host else target.netloc
+        # Every target of one upstream is the same service: one Host for all of them.
+        netloc = settings.targets[0].netloc
+        host = environ.get("HTTP_HOST", netloc) if settings.preserve_host else netloc
         upstream_request = build_request(environ, host, url)
         if not settings.forward_authorization:
             upstream_request.headers.pop("Authorization", None)
-        environ[UPSTREAM_ENVIRON] = (self.name, target.url)
+
+        def note(endpoint: Endpoint) -> None:
+            if not settings.preserve_host:
+                upstream_request.headers["Host"] = endpoint.target.netloc
+            environ[UPSTREAM_ENVIRON] = (self.name, endpoint.label)
+
         state.in_flight += 1
         try:
-            answer = send(state, pool, upstream_request)
+            endpoint, answer = call(state, environ, upstream_request, retry_any_method=retry_any_method,
+                                    on_attempt=note)
         except BaseException:
             state.in_flight -= 1
             raise
-        return build_response(answer, upstream_request.method, state)
+        return build_response(answer, upstream_request.method, state, functools.partial(_release, endpoint))
+
+
+def _release(endpoint: Endpoint) -> None:
+    endpoint.in_flight -= 1
 
 
 def _raw_target(environ: dict[str, object]) -> tuple[str, str, str]:

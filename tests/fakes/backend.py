@@ -16,6 +16,11 @@ body and its framing) and answers according to the request path:
 - ``/_/hop``: hop-by-hop response headers next to an end-to-end one
 - ``/_/respond?status=&header=Name:Value&body=``: a scripted answer
 
+A test can also make every request misbehave, whatever its path: ``backend.delay`` seconds of
+sleep before answering, and ``backend.status`` answered instead of the path's own answer (both
+after the request is recorded). ``Backend(host=..., port=...)`` binds a given address, so a
+stopped backend can come back where it was.
+
 It is deliberately independent of Flask/Werkzeug so it cannot share a bug with the code under test.
 Threads and sockets are used plainly, so under gevent's monkey-patching they become cooperative.
 """
@@ -178,17 +183,17 @@ class _Server(ThreadingHTTPServer):
     # Tests fire hundreds of concurrent connections; the default backlog of 5 would refuse some.
     request_queue_size = 1024
 
-    def __init__(self, backend: Backend) -> None:
-        """Bind 127.0.0.1 on a free port."""
+    def __init__(self, backend: Backend, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Bind ``host`` (127.0.0.1) on ``port`` (a free one)."""
         self.backend = backend
         self._connections: set[Any] = set()
         self._connections_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__((host, port), _Handler)
 
     def server_bind(self) -> None:
         """Bind without HTTPServer's reverse DNS lookup of the address (slow on some hosts)."""
         socketserver.TCPServer.server_bind(self)
-        self.server_name = "127.0.0.1"
+        self.server_name = str(self.server_address[0])
         self.server_port = self.socket.getsockname()[1]
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -429,8 +434,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(
         self, path: str, pairs: list[tuple[str, str]], received: Received, digest: Any
     ) -> None:
-        """Answer per the path convention."""
-        if path.startswith("/_/status/"):
+        """Answer per the path convention (or as the test scripted every answer)."""
+        backend = self.server.backend
+        if backend.delay:
+            time.sleep(backend.delay)
+        if backend.status is not None:
+            self._answer_status(backend.status)
+        elif path.startswith("/_/status/"):
             self._answer_status(_parse_status(path.removeprefix("/_/status/")))
         elif path == "/_/gzip":
             self._answer_gzip()
@@ -567,9 +577,15 @@ class _Handler(BaseHTTPRequestHandler):
 class Backend:
     """A scripted upstream: echoes and records every request; special paths misbehave on purpose."""
 
-    def __init__(self, name: str = "backend") -> None:
-        """Prepare a backend; nothing listens until start()."""
+    def __init__(self, name: str = "backend", host: str = "127.0.0.1", port: int = 0) -> None:
+        """Prepare a backend; nothing listens until start() (on ``port``, or a free one)."""
         self.name = name
+        self.host = host
+        self.requested_port = port
+        #: When set, every request is answered with this status (after being recorded).
+        self.status: int | None = None
+        #: Seconds every request waits before it is answered.
+        self.delay = 0.0
         self.received: list[Received] = []
         self._condition = threading.Condition()
         self._server: _Server | None = None
@@ -586,14 +602,15 @@ class Backend:
     @property
     def url(self) -> str:
         """Base URL of the backend, without a trailing slash."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self) -> Backend:
         """Bind 127.0.0.1 on a free port and serve from a daemon thread."""
         if self._server is not None:
             raise RuntimeError(f"backend {self.name!r} is already running")
-        server = _Server(self)
+        server = _Server(self, self.host, self.requested_port)
         self._port = server.server_port
+        self.requested_port = self._port  # a restart comes back on the same port
         # A short poll interval keeps stop() fast; shutdown() waits for the serve loop to notice.
         self._thread = threading.Thread(
             target=server.serve_forever,
