@@ -59,29 +59,19 @@ def idp(rsa_key: SigningKey, ec_key: SigningKey) -> Iterator[Idp]:
         yield running
 
 
-def start(directory: Path, config: str, workers: int, env: dict[str, str] | None = None) -> Gateway:
-    gateway = Gateway(directory, config, workers=workers, env=env)
-    gateway.start()
-    return gateway
+def start(directory: Path, backend: Backend, jwt: str, workers: int, env: dict[str, str] | None = None) -> Gateway:
+    """A gateway with the echo upstream, an [auth.jwt] table (issuer, audience and ``jwt``) and ROUTES."""
+    config = (f'[upstreams.echo]\ntargets = ["{backend.url}"]\n\n'
+              f'[auth.jwt]\nissuer = "{ISSUER}"\naudience = "{AUDIENCE}"\n{jwt}\n{ROUTES}')
+    return Gateway(directory, config, workers=workers, env=env).start()
 
 
 @pytest.fixture(scope="module")
 def jwks_gateway(tmp_path_factory: pytest.TempPathFactory, backend: Backend, idp: Idp) -> Iterator[Gateway]:
     """Two workers verifying RS256 and ES256 tokens with keys from the local JWKS server."""
-    gateway = start(tmp_path_factory.mktemp("jwks"), f"""
-[upstreams.echo]
-targets = ["{backend.url}"]
-
-[upstreams.users]  # the project's users blueprint is registered too
-targets = ["{backend.url}"]
-
-[auth.jwt]
-issuer = "{ISSUER}"
-audience = "{AUDIENCE}"
-algorithms = ["RS256", "ES256"]
+    gateway = start(tmp_path_factory.mktemp("jwks"), backend, f"""algorithms = ["RS256", "ES256"]
 jwks_url = "{idp.url}"
-forward_claims = ["email"]
-{ROUTES}""", workers=2)
+forward_claims = ["email"]""", workers=2)
     yield gateway
     gateway.stop()
 
@@ -89,18 +79,8 @@ forward_claims = ["email"]
 @pytest.fixture(scope="module")
 def hs_gateway(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[Gateway]:
     """One worker verifying HS256 tokens; the secret comes from the environment, never the file."""
-    gateway = start(tmp_path_factory.mktemp("hs"), f"""
-[upstreams.echo]
-targets = ["{backend.url}"]
-
-[upstreams.users]  # the project's users blueprint is registered too
-targets = ["{backend.url}"]
-
-[auth.jwt]
-issuer = "{ISSUER}"
-audience = "{AUDIENCE}"
-algorithms = ["HS256"]
-{ROUTES}""", workers=1, env={"GATEWAY_AUTH__JWT__SECRET": SECRET})
+    gateway = start(tmp_path_factory.mktemp("hs"), backend, 'algorithms = ["HS256"]', workers=1,
+                    env={"GATEWAY_AUTH__JWT__SECRET": SECRET})
     yield gateway
     gateway.stop()
 
