@@ -167,7 +167,7 @@ def _check_plans(settings: RateLimitSettings, app: Flask) -> None:
                               "a plan named in [ratelimit.plans] (" + ", ".join(settings.plans) + ")")
 
 
-def _usages(counts: RequestCounts, endpoint: str) -> list[Usage]:
+def _usages(counts: RequestCounts, endpoint: str, strategy: MeteredStrategy) -> list[Usage]:
     kinds = []
     for counted in counts.counted:
         scope = counted.identifiers[-1]
@@ -179,9 +179,9 @@ def _usages(counts: RequestCounts, endpoint: str) -> list[Usage]:
             kinds.append(scope)  # "plan", or a shared limit's scope
     usages = []
     for kind, counted in zip(kinds, counts.counted):
-        item, stats = counted.item, counted.stats
-        if stats is None:
-            continue
+        item = counted.item
+        # Redis hits bring their window along; a memory hit reads it back in-process.
+        stats = counted.stats or strategy.get_window_stats(item, *counted.identifiers)
         window = item.get_expiry()
         name = kind if kinds.count(kind) == 1 else f"{kind}-{window}s"
         usages.append(Usage(name=name, quota=item.amount, window=window, remaining=stats.remaining,
@@ -193,9 +193,10 @@ def _write_headers(response: Response) -> Response:
     counts: RequestCounts | None = g.get(_COUNTS)
     if counts is None or not counts.counted:
         return response
-    settings: RateLimitSettings = current_app.extensions[EXTENSION].settings
+    runtime: RateLimitRuntime = current_app.extensions[EXTENSION]
+    settings = runtime.settings
     now = time.time()
-    usages = _usages(counts, request.endpoint or "")
+    usages = _usages(counts, request.endpoint or "", runtime.strategy)
     if settings.headers in ("ietf", "both"):
         response.headers.extend(ietf_headers(usages, now))
     if settings.headers in ("legacy", "both"):
