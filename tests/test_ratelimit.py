@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask
+from flask import Blueprint, Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from app.auth import public
 from app.config import ConfigError
-from app.ratelimit import limiter
+from app.ratelimit import by_header, limiter
 from tests.conftest import AppFactory
 from tests.fakes.backend import Backend
 from tests.fakes.redisd import RedisServer, SilentServer, free_port
@@ -317,3 +318,37 @@ def test_problem_bodies_are_json(make_app: AppFactory, backend: Backend) -> None
     client.get("/a")
     refused: TestResponse = client.get("/a")
     assert json.loads(refused.get_data())["title"] == "Too Many Requests"
+
+
+# --- Code routes ----------------------------------------------------------------------------------
+
+family = Blueprint("family", __name__, url_prefix="/family")
+per_tenant = limiter.shared_limit("2/minute", scope="family", key_func=by_header("X-Tenant"))
+
+
+@family.get("/one")
+@public
+@per_tenant
+def one() -> str:
+    """A code route of the family."""
+    return "one"
+
+
+@family.get("/two")
+@public
+@per_tenant
+def two() -> str:
+    """Another code route of the family, sharing its counter."""
+    return "two"
+
+
+def test_a_shared_limit_counts_a_route_family_by_header(make_app: AppFactory) -> None:
+    client = make_app(blueprints=(family,), RATELIMIT={"key_prefix": "t" + uuid.uuid4().hex}).test_client()
+    tenant_a, tenant_b = {"X-Tenant": "a"}, {"X-Tenant": "b"}
+    codes = [client.get(path, headers=tenant_a).status_code for path in ("/family/one", "/family/two", "/family/one")]
+    assert codes == [200, 200, 429]
+    assert client.get("/family/two", headers=tenant_b).status_code == 200
+    response = client.get("/family/two", headers=tenant_b)
+    assert response.headers["RateLimit-Policy"] == '"family";q=2;w=60'
+    # No header: the client address is the key, never an empty one that would skip the limit.
+    assert [client.get("/family/one").status_code for _ in range(3)] == [200, 200, 429]
