@@ -20,6 +20,7 @@ from app.health import health
 from app.hooks import install_hooks
 from app.logs import configure_logging, read_log_settings
 from app.proxy import Upstream, upstreams
+from app.ratelimit import limiter
 from app.routes import build_routes_blueprint, read_routes
 
 __all__ = ["ConfigError", "Upstream", "create_app", "create_app_or_exit", "upstreams"]
@@ -44,6 +45,7 @@ def create_app(
     app.wsgi_app = wrap_wsgi(app.wsgi_app, read_edge_settings(config))  # type: ignore[method-assign,assignment]
     upstreams.init_app(app)
     auth.init_app(app)
+    limiter.init_app(app)  # first before_request: the app-wide limit per client address
     install_hooks(app)
     register_error_handlers(app)
 

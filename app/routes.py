@@ -13,6 +13,7 @@ from werkzeug.routing import Map, Rule, ValidationError
 from app.auth import AuthPolicy, apply_policy, read_route_policy
 from app.config import ConfigError, Section
 from app.proxy import ProxyResponse, Upstream, UpstreamPath
+from app.ratelimit import check_limits, limit_declared_route
 
 __all__ = ["RouteSettings", "build_routes_blueprint", "read_routes"]
 
@@ -32,6 +33,7 @@ class RouteSettings:
     upstream_path: UpstreamPath | None
     auth: AuthPolicy | None  # None: start-up refuses the route (no route is public by accident)
     retry_any_method: bool = False  # the upstream's retry policy covers POST/PATCH here too
+    limits: tuple[str, ...] = ()  # per consumer when authenticated, per client address otherwise
 
 
 def read_routes(config: Mapping[str, Any], upstream_names: Collection[str]) -> tuple[RouteSettings, ...]:
@@ -90,9 +92,10 @@ def _read_route(section: Section, default_methods: tuple[str, ...], default_auth
                           expected="a name of letters, digits and _")
     auth = read_route_policy(section.key("auth"), section.raw("auth")) if section.has("auth") else default_auth
     retry_any_method = section.boolean("retry_any_method", False)
+    limits = check_limits(section.key("limits"), section.raw("limits", []))
     section.done()
     return RouteSettings(name=name, path=path, methods=methods, upstream=upstream, upstream_path=upstream_path,
-                         auth=auth, retry_any_method=retry_any_method)
+                         auth=auth, retry_any_method=retry_any_method, limits=limits)
 
 
 def _rule_variables(key: str, path: str) -> frozenset[str]:
@@ -136,10 +139,13 @@ def _endpoint_name(path: str, index: int) -> str:
 
 
 def build_routes_blueprint(routes: tuple[RouteSettings, ...]) -> Blueprint:
-    """The built-in blueprint: one view per declared route, made like any hand-written one."""
+    """The built-in blueprint: one view per declared route, made like any hand-written one (auth, then limit)."""
     blueprint = Blueprint("routes", __name__)
     for route in routes:
         view = _forwarding_view(route, blueprint)
+        authenticated = route.auth is not None and not route.auth.public
+        if route.limits or authenticated:
+            view = limit_declared_route(route.limits, authenticated=authenticated)(view)
         if route.auth is not None:
             view = apply_policy(route.auth)(view)
         blueprint.add_url_rule(route.path, endpoint=route.name, view_func=view, methods=list(route.methods))

@@ -59,5 +59,21 @@ class Base:
         "header_prefix": "X-Auth-",  # identity headers sent upstream; client-sent ones with it are dropped
     }
 
+    # [ratelimit]: limits and quotas (docs/ratelimit.md). Counted per worker unless storage_uri is shared.
+    RATELIMIT: dict[str, Any] = {
+        "storage_uri": "memory://",  # redis://, rediss://, redis+sentinel://, redis+cluster:// to share counts
+        "strategy": "sliding-window-counter",  # or fixed-window, moving-window
+        "default": [],  # app-wide limits per client address, checked before anything else; none by default
+        "on_storage_error": "open",  # storage unreachable: "open" lets requests through, "closed" answers 503
+        "storage_timeout": 0.2,  # seconds a request waits for the storage, at most
+        "retry_interval": 1.0,  # seconds between attempts to reach a storage found unreachable
+        "headers": "ietf",  # ietf (RateLimit-Policy, RateLimit), legacy (X-RateLimit-*), both, none
+        "exact": False,  # true: refuse to start with memory:// and more than one worker
+        "key_prefix": "frontdesk",  # counters' namespace in a shared storage
+        "plans": {},  # quotas by consumer plan: free = ["60/minute", "1000/day"]
+        "plan_claim": "plan",  # the JWT claim naming a caller's plan (an API key's consumer has its own)
+        "default_plan": None,  # the plan of callers whose credential names none (or an unknown one)
+    }
+
     # [[routes]]: declared routes, compiled into the built-in "routes" blueprint. None by default.
     ROUTES: list[dict[str, Any]] = []

@@ -16,6 +16,7 @@ from flask.testing import FlaskClient  # noqa: E402
 
 from app import create_app, upstreams  # noqa: E402
 from tests.fakes.backend import Backend  # noqa: E402
+from tests.fakes.redisd import RedisServer  # noqa: E402
 from tests.gateway import Gateway  # noqa: E402
 
 AppFactory = Callable[..., Flask]
@@ -57,6 +58,14 @@ def make_app() -> Iterator[AppFactory]:
 def client(make_app: AppFactory, backend: Backend) -> FlaskClient:
     """A test client of a gateway forwarding everything to ``backend``."""
     return make_app(**echo_config(backend)).test_client()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the session (tests use their own key prefixes); stopped at the end."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

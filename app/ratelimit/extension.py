@@ -1,0 +1,212 @@
+"""The ``limiter``: Flask-Limiter configured from [ratelimit], with the gateway's headers and errors."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+from flask import Flask, Response, current_app, g, request
+from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded
+from limits.errors import ConfigurationError
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from app.auth import auth
+from app.config import ConfigError
+from app.errors import problem_response
+from app.health import health
+from app.ratelimit.headers import Usage, ietf_headers, legacy_headers, retry_after
+from app.ratelimit.keys import by_client_address, by_consumer, plan_of
+from app.ratelimit.settings import RateLimitSettings, read_ratelimit, worker_count
+from app.ratelimit.storage import MeteredStrategy, OutageGuard, RequestCounts
+
+__all__ = ["EXTENSION", "GatewayLimiter", "RateLimitRuntime", "limit_declared_route", "limiter", "plan_quota"]
+
+#: Where the rate limit runtime lives in ``app.extensions``.
+EXTENSION = "frontdesk.ratelimit"
+RATE_LIMITED = "https://frontdesk.dev/problems/rate-limited"
+_COUNTS = "_frontdesk_ratelimit_counts"
+
+View = TypeVar("View", bound=Callable[..., Any])
+log = logging.getLogger("frontdesk.ratelimit")
+# Declared routes get fresh views per app; their names must not meet an earlier app's limits.
+_builds = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class RateLimitRuntime:
+    """One app's (one worker's) rate limit state."""
+
+    settings: RateLimitSettings
+    guard: OutageGuard
+    strategy: MeteredStrategy
+
+
+class GatewayLimiter(Limiter):
+    """Flask-Limiter, configured per app from the frozen [ratelimit] settings instead of RATELIMIT_* keys.
+
+    Flask-Limiter keeps its storage on the instance and only fills unset options on a second
+    ``init_app``; this one sets every option from the settings each time, so each app (each
+    test, each worker) gets exactly its own configuration.
+    """
+
+    def init_app(self, app: Flask) -> None:
+        """Read [ratelimit], build the storage and strategy, register the hooks and the 429 handler."""
+        settings = read_ratelimit(app.config)
+        _check_workers(settings, worker_count())
+        _check_plans(settings, app)
+        self._storage_uri = settings.storage_uri
+        self._storage_options = _storage_options(settings)
+        self._strategy = settings.strategy
+        self._key_prefix = settings.key_prefix
+        self._swallow_errors = False  # MeteredStrategy decides what an outage does
+        self._headers_enabled = False  # the gateway writes its own (_write_headers)
+        self._in_memory_fallback_enabled = False  # per-worker counts would silently replace shared ones
+        self._storage_dead = False
+        self.limit_manager.set_application_limits(
+            [ApplicationLimit(";".join(settings.default), key_function=by_client_address).bind(self)]
+            if settings.default else [])
+        try:
+            super().init_app(app)
+        except ConfigurationError as error:
+            raise ConfigError("ratelimit.storage_uri", settings.storage_uri, f"a usable storage ({error})") from None
+        guard = OutageGuard(settings.retry_interval)
+        assert self._limiter is not None
+        strategy = MeteredStrategy(self._limiter, guard=guard, timeout=settings.storage_timeout,
+                                   fail_open=settings.on_storage_error == "open", counts=_request_counts)
+        self._limiter = strategy
+        app.extensions[EXTENSION] = RateLimitRuntime(settings, guard, strategy)
+        app.after_request(_write_headers)
+        app.register_error_handler(RateLimitExceeded, _render_rate_limited)
+
+    def runtime(self, app: Flask | None = None) -> RateLimitRuntime:
+        """The app's rate limit state (tests and benchmarks reach the storage through it)."""
+        runtime: RateLimitRuntime = (app or current_app).extensions[EXTENSION]
+        return runtime
+
+
+#: The one instance: ``create_app`` initialises it, code routes decorate with ``limiter.limit(...)``.
+limiter = GatewayLimiter(key_func=by_client_address)
+limiter.exempt(health)
+
+
+@limiter.request_filter
+def _never_counted() -> bool:
+    # CORS preflights carry no credentials and must not eat the quota of the request they announce.
+    return request.method == "OPTIONS"
+
+
+def _plan_limits() -> str:
+    principal = g.get("principal")
+    if principal is None:
+        return ""
+    settings: RateLimitSettings = current_app.extensions[EXTENSION].settings
+    plan = plan_of(principal, settings.plan_claim)
+    if plan not in settings.plans:
+        plan = settings.default_plan
+    return ";".join(settings.plans[plan]) if plan is not None else ""
+
+
+#: The consumer's plan quota, one counter per consumer across every route that carries it.
+plan_quota = limiter.shared_limit(_plan_limits, scope="plan", key_func=by_consumer)
+
+
+def limit_declared_route(limits: tuple[str, ...], *, authenticated: bool) -> Callable[[View], View]:
+    """A declared route's limit layer: its ``limits`` per consumer (or address), the plan quota when authenticated."""
+    def decorate(view: View) -> View:
+        view.__qualname__ = f"{view.__qualname__}#{next(_builds)}"
+        limited: Callable[..., Any] = view
+        if authenticated:
+            limited = plan_quota(limited)
+        if limits:
+            limited = limiter.limit(";".join(limits), key_func=by_consumer)(limited)
+        return cast(View, limited)
+
+    return decorate
+
+
+def _request_counts() -> RequestCounts:
+    counts: RequestCounts | None = g.get(_COUNTS)
+    if counts is None:
+        counts = RequestCounts()
+        setattr(g, _COUNTS, counts)
+    return counts
+
+
+def _storage_options(settings: RateLimitSettings) -> dict[str, Any]:
+    if not settings.shared_storage:
+        return {}
+    # redis-py waits forever and retries three times by default: one bounded attempt instead,
+    # the deadline around each call (MeteredStrategy) covering connect and answer together.
+    return {"socket_connect_timeout": settings.storage_timeout, "socket_timeout": settings.storage_timeout,
+            "retry": Retry(NoBackoff(), 0), "health_check_interval": 0}
+
+
+def _check_workers(settings: RateLimitSettings, workers: int) -> None:
+    if settings.shared_storage or workers < 2:
+        return
+    if settings.exact:
+        raise ConfigError("ratelimit.storage_uri", settings.storage_uri,
+                          f"a shared storage (redis://...) with ratelimit.exact = true: memory:// counts per "
+                          f"worker, and {workers} workers would let {workers} times each limit through")
+    log.warning(f"RATE LIMITS ARE PER WORKER: ratelimit.storage_uri = memory:// with {workers} workers lets up "
+                f"to {workers} times each limit through; set a redis:// storage, or exact = true to refuse")
+
+
+def _check_plans(settings: RateLimitSettings, app: Flask) -> None:
+    keys = auth.runtime(app).settings.api_keys
+    if not settings.plans or keys is None:
+        return
+    for consumer in keys.consumers.values():
+        if consumer.plan is not None and consumer.plan not in settings.plans:
+            raise ConfigError(f"auth.api_keys.consumers.{consumer.name}.plan", consumer.plan,
+                              "a plan named in [ratelimit.plans] (" + ", ".join(settings.plans) + ")")
+
+
+def _usages(counts: RequestCounts, endpoint: str, strategy: MeteredStrategy) -> list[Usage]:
+    kinds = []
+    for counted in counts.counted:
+        scope = counted.identifiers[-1]
+        if scope == "global":
+            kinds.append("default")
+        elif scope == endpoint or scope.startswith(endpoint + ":"):
+            kinds.append("route")
+        else:
+            kinds.append(scope)  # "plan", or a shared limit's scope
+    usages = []
+    for kind, counted in zip(kinds, counts.counted):
+        item = counted.item
+        # Redis hits bring their window along; a memory hit reads it back in-process.
+        stats = counted.stats or strategy.get_window_stats(item, *counted.identifiers)
+        window = item.get_expiry()
+        name = kind if kinds.count(kind) == 1 else f"{kind}-{window}s"
+        usages.append(Usage(name=name, quota=item.amount, window=window, remaining=stats.remaining,
+                            reset_at=stats.reset_time, breached=not counted.allowed))
+    return usages
+
+
+def _write_headers(response: Response) -> Response:
+    counts: RequestCounts | None = g.get(_COUNTS)
+    if counts is None or not counts.counted:
+        return response
+    runtime: RateLimitRuntime = current_app.extensions[EXTENSION]
+    settings = runtime.settings
+    now = time.time()
+    usages = _usages(counts, request.endpoint or "", runtime.strategy)
+    if settings.headers in ("ietf", "both"):
+        response.headers.extend(ietf_headers(usages, now))
+    if settings.headers in ("legacy", "both"):
+        response.headers.extend(legacy_headers(usages))
+    wait = retry_after(usages, now) if response.status_code == 429 else None
+    if wait is not None:
+        response.headers["Retry-After"] = wait
+    return response
+
+
+def _render_rate_limited(error: RateLimitExceeded) -> Response:
+    limit = error.limit.limit
+    return problem_response(429, "Too Many Requests", f"Rate limit exceeded: {limit}.", RATE_LIMITED)

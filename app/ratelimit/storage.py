@@ -1,0 +1,300 @@
+"""Counting: one storage round trip per limit, a deadline on every call, and outages handled once.
+
+``MeteredStrategy`` wraps the limits strategy Flask-Limiter built. Against Redis it runs one Lua
+script that takes the hit and returns the window in the same round trip (limits' own strategies
+need a second call, or two, for the numbers the headers show). Every call runs under a deadline;
+a failure marks the storage down, is logged once, and until a retry succeeds requests either pass
+uncounted ("open") or get a 503 ("closed") without waiting again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import gevent
+from limits import RateLimitItem, WindowStats
+from limits.storage import RedisStorage, Storage
+from limits.strategies import (
+    FixedWindowRateLimiter,
+    MovingWindowRateLimiter,
+    RateLimiter,
+    SlidingWindowCounterRateLimiter,
+)
+from werkzeug.exceptions import ServiceUnavailable
+
+from app.errors import GatewayError
+
+__all__ = ["Counted", "MeteredStrategy", "OutageGuard", "RequestCounts", "StorageUnavailable"]
+
+log = logging.getLogger("frontdesk.ratelimit")
+_T = TypeVar("_T")
+
+
+class StorageUnavailable(GatewayError, ServiceUnavailable):
+    """The rate limit storage is unreachable and the gateway is set to fail closed."""
+
+    problem = "https://frontdesk.dev/problems/rate-limit-storage-unavailable"
+    description = "Rate limits cannot be checked right now."
+
+    def get_headers(self, *args: object, **kwargs: object) -> list[tuple[str, str]]:
+        """Ask well-behaved clients to come back in a second."""
+        return [*super().get_headers(*args, **kwargs), ("Retry-After", "1")]  # type: ignore[arg-type]
+
+
+class _StorageDeadline(Exception):
+    """The storage did not answer within storage_timeout."""
+
+
+@dataclass
+class Counted:
+    """One hit this request made: the limit, its identifiers, the outcome and the window after it."""
+
+    item: RateLimitItem
+    identifiers: tuple[str, ...]
+    allowed: bool
+    stats: WindowStats | None
+
+
+@dataclass
+class RequestCounts:
+    """What the current request counted; ``outage`` once the storage failed it (no second wait)."""
+
+    counted: list[Counted] = field(default_factory=list)
+    outage: bool = False
+
+
+class OutageGuard:
+    """Tracks whether the storage is down: logs the start and the end once, paces the retries."""
+
+    def __init__(self, retry_interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.retry_interval = retry_interval
+        self.clock = clock
+        self.down_since: float | None = None
+        self._retry_at = 0.0
+
+    def should_try(self) -> bool:
+        """Whether to call the storage now; while it is down, one caller per interval probes it."""
+        if self.down_since is None:
+            return True
+        now = self.clock()
+        if now < self._retry_at:
+            return False
+        self._retry_at = now + self.retry_interval  # the others keep failing fast meanwhile
+        return True
+
+    def failed(self, error: BaseException) -> None:
+        """Record a failed call; the first one of an outage is logged."""
+        now = self.clock()
+        self._retry_at = now + self.retry_interval
+        if self.down_since is None:
+            self.down_since = now
+            log.error("rate limit storage unreachable; limits are not enforced by it until it answers",
+                      extra={"fields": {"error": type(error).__name__, "detail": str(error)[:200]}})
+
+    def succeeded(self) -> None:
+        """Record a successful call; the end of an outage is logged."""
+        if self.down_since is not None:
+            seconds = round(self.clock() - self.down_since, 3)
+            self.down_since = None
+            log.warning("rate limit storage reachable again", extra={"fields": {"outage_seconds": seconds}})
+
+
+OneTrip = Callable[[RateLimitItem, str, int], tuple[bool, WindowStats]]
+
+
+class MeteredStrategy(RateLimiter):
+    """A limits strategy with a deadline per call, outage handling, and one round trip per hit on Redis."""
+
+    def __init__(self, inner: RateLimiter, *, guard: OutageGuard, timeout: float, fail_open: bool,
+                 counts: Callable[[], RequestCounts]) -> None:
+        super().__init__(inner.storage)
+        self.inner = inner
+        self.guard = guard
+        self.timeout = timeout
+        self.fail_open = fail_open
+        self.counts = counts
+        self.one_trip = _one_trip(inner)
+        self.errors: tuple[type[BaseException], ...] = (_StorageDeadline, OSError, *_base_errors(inner.storage))
+
+    def hit(self, item: RateLimitItem, *identifiers: str, cost: int = 1) -> bool:
+        """Take ``cost`` from the limit; remember the window for the headers."""
+        counts = self.counts()
+        key = item.key_for(*identifiers)
+        one_trip = self.one_trip
+        result = self._call(counts, lambda: one_trip(item, key, cost) if one_trip else
+                            (self.inner.hit(item, *identifiers, cost=cost), None))
+        if result is None:
+            return self._degraded()
+        allowed, stats = result
+        counts.counted.append(Counted(item, identifiers, allowed, stats))
+        return allowed
+
+    def test(self, item: RateLimitItem, *identifiers: str, cost: int = 1) -> bool:
+        """Whether ``cost`` could be taken, taking nothing."""
+        result = self._call(self.counts(), lambda: self.inner.test(item, *identifiers, cost=cost))
+        return self._degraded() if result is None else result
+
+    def get_window_stats(self, item: RateLimitItem, *identifiers: str) -> WindowStats:
+        """The window as this request's hit left it (no second round trip), else asked of the storage."""
+        counts = self.counts()
+        for counted in counts.counted:
+            if counted.item is item and counted.identifiers == identifiers and counted.stats is not None:
+                return counted.stats
+        stats = self._call(counts, lambda: self.inner.get_window_stats(item, *identifiers))
+        if stats is None:
+            return WindowStats(time.time(), item.amount)
+        return stats
+
+    def clear(self, item: RateLimitItem, *identifiers: str) -> None:
+        """Forget one key's count."""
+        self.inner.clear(item, *identifiers)
+
+    def _call(self, counts: RequestCounts, call: Callable[[], _T]) -> _T | None:
+        """``call()`` within the deadline; None when the storage is (or just went) unreachable."""
+        if counts.outage or not self.guard.should_try():
+            counts.outage = True
+            return None
+        try:
+            with gevent.Timeout(self.timeout, _StorageDeadline(f"no answer within {self.timeout:g} s")):
+                result = call()
+        except self.errors as error:
+            self.guard.failed(error)
+            counts.outage = True
+            return None
+        self.guard.succeeded()
+        return result
+
+    def _degraded(self) -> bool:
+        if self.fail_open:
+            return True
+        raise StorageUnavailable()
+
+
+def _base_errors(storage: Storage) -> tuple[type[BaseException], ...]:
+    errors = storage.base_exceptions
+    return errors if isinstance(errors, tuple) else (errors,)
+
+
+# Each script takes the hit exactly as limits' own script for the strategy does, then returns
+# the numbers get_window_stats would have fetched with another call.
+_FIXED_WINDOW = """
+local current = redis.call('incrby', KEYS[1], ARGV[2])
+if current == tonumber(ARGV[2]) then
+    redis.call('expire', KEYS[1], ARGV[1])
+end
+return {current, redis.call('pttl', KEYS[1])}
+"""
+
+_SLIDING_WINDOW = """
+local limit = tonumber(ARGV[1])
+local expiry = tonumber(ARGV[2]) * 1000
+local amount = tonumber(ARGV[3])
+local current_ttl = tonumber(redis.call('pttl', KEYS[2]))
+if current_ttl > 0 and current_ttl < expiry then
+    redis.call('rename', KEYS[2], KEYS[1])
+    redis.call('set', KEYS[2], 0, 'PX', current_ttl + expiry)
+end
+local function window()
+    local previous_ttl = math.max(tonumber(redis.call('pttl', KEYS[1])) or 0, 0)
+    local current_ttl = math.max(tonumber(redis.call('pttl', KEYS[2])) or 0, 0)
+    return tonumber(redis.call('get', KEYS[1])) or 0, previous_ttl,
+           tonumber(redis.call('get', KEYS[2])) or 0, current_ttl
+end
+local previous_count, previous_ttl, current_count, current_ttl = window()
+local acquired = 0
+if amount <= limit and math.floor(previous_count * previous_ttl / expiry) + current_count + amount <= limit then
+    if redis.call('exists', KEYS[2]) == 1 then
+        redis.call('incrby', KEYS[2], amount)
+    else
+        redis.call('set', KEYS[2], amount, 'PX', expiry * 2)
+    end
+    acquired = 1
+    previous_count, previous_ttl, current_count, current_ttl = window()
+end
+return {acquired, previous_count, previous_ttl, current_count, current_ttl}
+"""
+
+_MOVING_WINDOW = """
+local timestamp = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local expiry = tonumber(ARGV[3])
+local amount = tonumber(ARGV[4])
+local acquired = 0
+local entry = redis.call('lindex', KEYS[1], limit - amount)
+if amount <= limit and not (entry and tonumber(entry) >= timestamp - expiry) then
+    for i = 1, amount do
+        redis.call('lpush', KEYS[1], timestamp)
+    end
+    redis.call('ltrim', KEYS[1], 0, limit - 1)
+    redis.call('expire', KEYS[1], expiry)
+    acquired = 1
+end
+local entries = redis.call('lrange', KEYS[1], 0, limit - 1)
+local count, oldest = 0, timestamp
+for i = 1, #entries do
+    local value = tonumber(entries[i])
+    if value >= timestamp - expiry then
+        count = i
+        oldest = value
+    end
+end
+return {acquired, tostring(oldest), count}
+"""
+
+
+def _one_trip(strategy: RateLimiter) -> OneTrip | None:
+    """The single-round-trip hit for a Redis storage; None for storages without scripts (memory)."""
+    storage = strategy.storage
+    if not isinstance(storage, RedisStorage):
+        return None
+    connection = storage.get_connection()
+    if isinstance(strategy, SlidingWindowCounterRateLimiter):
+        script = connection.register_script(_SLIDING_WINDOW.encode())
+
+        def sliding(item: RateLimitItem, key: str, cost: int) -> tuple[bool, WindowStats]:
+            expiry = item.get_expiry()
+            keys = [storage.prefixed_key(f"{{{key}}}/-1"), storage.prefixed_key(f"{{{key}}}")]
+            acquired, previous, previous_ttl, current, current_ttl = script(keys, [item.amount, expiry, cost])
+            return bool(acquired), _sliding_stats(item, int(previous), previous_ttl / 1000,
+                                                  int(current), current_ttl / 1000)
+
+        return sliding
+    if isinstance(strategy, FixedWindowRateLimiter):
+        script = connection.register_script(_FIXED_WINDOW.encode())
+
+        def fixed(item: RateLimitItem, key: str, cost: int) -> tuple[bool, WindowStats]:
+            current, ttl = script([storage.prefixed_key(key)], [item.get_expiry(), cost])
+            stats = WindowStats(time.time() + max(0, ttl) / 1000, max(0, item.amount - int(current)))
+            return int(current) <= item.amount, stats
+
+        return fixed
+    if isinstance(strategy, MovingWindowRateLimiter):
+        script = connection.register_script(_MOVING_WINDOW.encode())
+
+        def moving(item: RateLimitItem, key: str, cost: int) -> tuple[bool, WindowStats]:
+            now = time.time()
+            acquired, oldest, count = script([storage.prefixed_key(key)], [now, item.amount, item.get_expiry(), cost])
+            start = float(oldest) if int(count) else now
+            return bool(acquired), WindowStats(start + item.get_expiry(), item.amount - int(count))
+
+        return moving
+    return None
+
+
+def _sliding_stats(item: RateLimitItem, previous: int, previous_expires_in: float, current: int,
+                   current_expires_in: float) -> WindowStats:
+    """The same numbers limits' SlidingWindowCounterRateLimiter.get_window_stats computes."""
+    expiry = item.get_expiry()
+    weighted = previous * previous_expires_in / expiry + current
+    remaining = max(0, item.amount - math.floor(weighted))
+    now = time.time()
+    if not (previous or current):
+        return WindowStats(now, remaining)
+    previous_reset_in = previous_expires_in % (expiry / previous) if previous else math.inf
+    current_reset_in = current_expires_in % expiry if current else math.inf
+    return WindowStats(now + min(previous_reset_in, current_reset_in), remaining)
