@@ -8,6 +8,7 @@ framing chosen here) and saves requests' model layer on every call (docs/decisio
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
@@ -17,6 +18,7 @@ from flask import Response
 from urllib3 import BaseHTTPResponse, HTTPConnectionPool
 from urllib3.exceptions import HTTPError, NewConnectionError, TimeoutError
 
+from app import metrics
 from app.errors import UpstreamTimeout, UpstreamUnreachable
 from app.proxy.client import UpstreamState
 from app.proxy.headers import request_headers, response_headers
@@ -64,26 +66,42 @@ def send(state: UpstreamState, pool: HTTPConnectionPool, request: UpstreamReques
     """
     settings = state.settings
     deadline = gevent.Timeout(settings.timeout)
+    outcome = "error"
+    started = time.perf_counter()
     deadline.start()
     try:
-        return pool.urlopen(
+        answer = pool.urlopen(
             request.method, request.url, body=request.body, headers=request.headers, chunked=request.chunked,
             retries=False, redirect=False, assert_same_host=False, timeout=state.timeout,
             preload_content=False, decode_content=False, release_conn=False,
         )
+        outcome = "5xx" if answer.status >= 500 else "ok"
+        return answer
     except gevent.Timeout as expired:
         if expired is not deadline:
             raise
+        outcome = "timeout"
         raise UpstreamTimeout(f"The upstream did not answer within {settings.timeout:g} s.") from None
     except NewConnectionError:  # before TimeoutError: urllib3 makes it a subclass of ConnectTimeoutError
+        outcome = "connect_error"
         raise UpstreamUnreachable("The upstream refused the connection.") from None
     except TimeoutError:
+        outcome = "timeout"
         raise UpstreamTimeout("The upstream did not answer in time.") from None
     except (HTTPError, OSError) as error:
         log.warning("upstream failed", extra={"fields": {"upstream": settings.name, "cause": type(error).__name__}})
         raise UpstreamUnreachable("The upstream closed the connection or answered with invalid HTTP.") from None
     finally:
         deadline.close()
+        # Every caller of send is counted, whatever it forwards for (a route, an aggregate's part).
+        metrics.observe_upstream(settings.name, _target_url(state, pool), outcome, time.perf_counter() - started)
+
+
+def _target_url(state: UpstreamState, pool: HTTPConnectionPool) -> str:
+    for target, candidate in state.pools:
+        if candidate is pool:
+            return target.url
+    return "other"  # a pool the upstream does not own: keep the label set bounded anyway
 
 
 class ProxyResponse(Response):
@@ -137,6 +155,7 @@ class _UpstreamBody:
             return
         self.closed = True
         self.state.in_flight -= 1
+        metrics.set_in_flight(self.state.settings.name, self.state.in_flight)
         if not self.upstream.closed:
             # Unread bytes are still on the wire (the client went away mid-body): the
             # connection cannot carry another request, so it is closed, not reused.

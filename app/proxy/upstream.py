@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
@@ -9,13 +10,15 @@ import requests
 from flask import Blueprint, Flask, current_app, request
 from flask.blueprints import BlueprintSetupState
 
+from app import metrics
 from app.config import ConfigError
-from app.edge import UPSTREAM_ENVIRON
+from app.edge import UPSTREAM_DURATION_ENVIRON, UPSTREAM_ENVIRON
 from app.errors import UpstreamBusy
 from app.proxy.client import UpstreamState, build_session, build_states
 from app.proxy.paths import check_path
 from app.proxy.settings import UpstreamSettings, read_upstreams
 from app.proxy.transport import ProxyResponse, build_request, build_response, send
+from app.tracing import TRACE_ENVIRON, RequestSpan
 
 __all__ = ["Upstream", "Upstreams", "upstreams"]
 
@@ -83,18 +86,42 @@ class Upstream:
         state: UpstreamState = current_app.extensions[_EXTENSION].states[self.name]
         settings = state.settings
         if state.in_flight >= settings.max_in_flight:
+            metrics.record_rejected(self.name)
             raise UpstreamBusy(f"The upstream already has {settings.max_in_flight} requests in flight.")
         target, pool = state.pick()
         host = environ.get("HTTP_HOST", target.netloc) if settings.preserve_host else target.netloc
         upstream_request = build_request(environ, host, url)
         environ[UPSTREAM_ENVIRON] = (self.name, target.url)
+        span: RequestSpan | None = environ.get(TRACE_ENVIRON)
+        call = None
+        if span is not None:
+            call = span.call(self.name, target.url)
+            _propagate(upstream_request.headers, call.traceparent(), span.tracestate)
         state.in_flight += 1
+        metrics.set_in_flight(self.name, state.in_flight)
+        started = time.perf_counter()
         try:
             answer = send(state, pool, upstream_request)
-        except BaseException:
+        except BaseException as error:
             state.in_flight -= 1
+            metrics.set_in_flight(self.name, state.in_flight)
+            if call is not None:
+                call.end(type(error).__name__)
             raise
+        finally:
+            environ[UPSTREAM_DURATION_ENVIRON] = time.perf_counter() - started
+        if call is not None:
+            call.end(f"status {answer.status}" if answer.status >= 500 else None)
         return build_response(answer, upstream_request.method, state)
+
+
+def _propagate(headers: dict[str, str], traceparent: str, tracestate: str | None) -> None:
+    """Send the gateway's span as the upstream's parent; the caller's tracestate only with its own trace."""
+    headers["Traceparent"] = traceparent
+    if tracestate is None:
+        headers.pop("Tracestate", None)
+    else:
+        headers["Tracestate"] = tracestate
 
 
 def _raw_target(environ: dict[str, object]) -> tuple[str, str, str]:

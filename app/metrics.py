@@ -1,0 +1,190 @@
+"""The gateway's Prometheus metrics and the helpers every feature records through.
+
+Metric objects are process-wide (prometheus-client keeps them in one registry per process).
+Under gunicorn ``PROMETHEUS_MULTIPROC_DIR`` is set by ``gunicorn.conf.py`` before any worker
+imports this module, so every value lands in a per-worker file and a scrape sums the workers.
+
+Every label value is bounded: route templates (never raw paths), configured upstream and
+target names, and the fixed outcome sets below. Helpers refuse an outcome outside its set,
+so no caller can turn a label into an open set by mistake.
+
+Features that land later record their outcomes through the ``record_*`` helpers here; the
+families exist from the start so dashboards can be written against stable names.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+__all__ = [
+    "AUTH_OUTCOMES", "BUCKETS", "CACHE_EVENTS", "configure", "RATE_LIMIT_DECISIONS", "UNMATCHED", "UPSTREAM_OUTCOMES",
+    "method_label", "observe_request", "observe_upstream", "record_auth", "record_cache", "record_jwks_refresh",
+    "record_partial_answer", "record_rate_limit", "record_rejected", "render", "set_cache_bytes", "set_in_flight",
+    "status_class",
+]
+
+#: Seconds: sub-millisecond (a cache hit, a refusal) up to a minute (a slow upstream's ceiling).
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+#: The route label of a request no rule matched (404, 405, a path refused before routing).
+UNMATCHED = "unmatched"
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+#: ok (a status below 500), 5xx, timeout, connect_error (refused, unreachable), error (reset, bad HTTP).
+UPSTREAM_OUTCOMES = frozenset({"ok", "5xx", "timeout", "connect_error", "error"})
+AUTH_OUTCOMES = frozenset({"ok", "missing", "invalid", "forbidden", "idp_unavailable"})
+RATE_LIMIT_DECISIONS = frozenset({"allowed", "limited", "storage_error"})
+CACHE_EVENTS = frozenset({"hit", "miss", "store", "eviction", "stampede_wait"})
+
+_PREFIX = "frontdesk_"
+
+
+class _Switch:
+    """Whether this process records at all ([metrics] enabled); set once by create_app."""
+
+    on = True
+
+
+_switch = _Switch()
+
+
+def configure(enabled: bool) -> None:
+    """Record metrics in this process, or make every helper a no-op ([metrics] enabled = false)."""
+    _switch.on = enabled
+
+
+# --- The request path (recorded by app/edge.py and app/proxy) -------------------------------
+REQUESTS = Counter(_PREFIX + "requests", "Requests served, by route template, method and status class.",
+                   ("route", "method", "status_class"))
+REQUEST_DURATION = Histogram(_PREFIX + "request_duration_seconds",
+                             "Time from the request's arrival to its last body byte, by route template.",
+                             ("route",), buckets=BUCKETS)
+UPSTREAM_CALLS = Counter(_PREFIX + "upstream_requests", "Calls to upstreams, by upstream, target and outcome.",
+                         ("upstream", "target", "outcome"))
+UPSTREAM_DURATION = Histogram(_PREFIX + "upstream_duration_seconds",
+                              "Time from sending an upstream request to its response head, by upstream.",
+                              ("upstream",), buckets=BUCKETS)
+# livesum: the sum over live workers; a dead worker's file is removed by gunicorn.conf.py.
+UPSTREAM_IN_FLIGHT = Gauge(_PREFIX + "upstream_in_flight", "Upstream calls in flight, by upstream.",
+                           ("upstream",), multiprocess_mode="livesum")
+UPSTREAM_REJECTED = Counter(_PREFIX + "upstream_rejected",
+                            "Requests answered 503 at once because the upstream was at max_in_flight.",
+                            ("upstream",))
+
+# --- Families the policy features record into -----------------------------------------------
+AUTH = Counter(_PREFIX + "auth", "Authentication outcomes, by route template and outcome.", ("route", "outcome"))
+JWKS_REFRESHES = Counter(_PREFIX + "jwks_refreshes", "JWKS fetches, by result (ok, failed).", ("result",))
+RATE_LIMIT = Counter(_PREFIX + "rate_limit_decisions", "Rate-limit decisions, by route template and decision.",
+                     ("route", "decision"))
+CACHE = Counter(_PREFIX + "cache_events", "Cache hits, misses (by reason), stores, evictions and stampede waits.",
+                ("route", "event", "reason"))
+CACHE_BYTES = Gauge(_PREFIX + "cache_bytes", "Bytes held by the response cache.", multiprocess_mode="livesum")
+PARTIAL_ANSWERS = Counter(_PREFIX + "aggregate_partial_answers",
+                          "Aggregated answers sent with at least one part missing, by route template.", ("route",))
+
+
+def status_class(status: int | None) -> str:
+    """``2xx``...``5xx``; ``none`` when no status was sent (the client went away first)."""
+    if status is None or not 100 <= status <= 599:
+        return "none"
+    return f"{status // 100}xx"
+
+
+def method_label(method: str | None) -> str:
+    """The method, or ``other``: clients may send any token as a method."""
+    return method if method in _METHODS else "other"
+
+
+def observe_request(route: str | None, method: str | None, status: int | None, seconds: float) -> None:
+    """Count one finished request and its duration; ``route`` is the rule template or None."""
+    if not _switch.on:
+        return
+    route = route or UNMATCHED
+    REQUESTS.labels(route, method_label(method), status_class(status)).inc()
+    REQUEST_DURATION.labels(route).observe(seconds)
+
+
+def observe_upstream(upstream: str, target: str, outcome: str, seconds: float) -> None:
+    """Count one upstream call (``outcome`` from UPSTREAM_OUTCOMES) and the wait for its head."""
+    if not _switch.on:
+        return
+    _check(outcome, UPSTREAM_OUTCOMES)
+    UPSTREAM_CALLS.labels(upstream, target, outcome).inc()
+    UPSTREAM_DURATION.labels(upstream).observe(seconds)
+
+
+def set_in_flight(upstream: str, count: int) -> None:
+    """This worker's calls in flight to ``upstream``."""
+    if not _switch.on:
+        return
+    UPSTREAM_IN_FLIGHT.labels(upstream).set(count)
+
+
+def record_rejected(upstream: str) -> None:
+    """One request refused because ``upstream`` was at its max_in_flight."""
+    if not _switch.on:
+        return
+    UPSTREAM_REJECTED.labels(upstream).inc()
+
+
+def record_auth(route: str | None, outcome: str) -> None:
+    """One authentication outcome (AUTH_OUTCOMES) on a route template."""
+    if not _switch.on:
+        return
+    _check(outcome, AUTH_OUTCOMES)
+    AUTH.labels(route or UNMATCHED, outcome).inc()
+
+
+def record_jwks_refresh(ok: bool) -> None:
+    """One JWKS fetch, successful or not."""
+    if not _switch.on:
+        return
+    JWKS_REFRESHES.labels("ok" if ok else "failed").inc()
+
+
+def record_rate_limit(route: str | None, decision: str) -> None:
+    """One rate-limit decision (RATE_LIMIT_DECISIONS) on a route template."""
+    if not _switch.on:
+        return
+    _check(decision, RATE_LIMIT_DECISIONS)
+    RATE_LIMIT.labels(route or UNMATCHED, decision).inc()
+
+
+def record_cache(route: str | None, event: str, reason: str = "") -> None:
+    """One cache event (CACHE_EVENTS); ``reason`` qualifies a miss from a fixed set the cache defines."""
+    if not _switch.on:
+        return
+    _check(event, CACHE_EVENTS)
+    CACHE.labels(route or UNMATCHED, event, reason).inc()
+
+
+def set_cache_bytes(count: int) -> None:
+    """Bytes this worker's cache holds now."""
+    if not _switch.on:
+        return
+    CACHE_BYTES.set(count)
+
+
+def record_partial_answer(route: str | None) -> None:
+    """One aggregated answer sent with parts missing."""
+    if not _switch.on:
+        return
+    PARTIAL_ANSWERS.labels(route or UNMATCHED).inc()
+
+
+def render() -> bytes:
+    """The exposition text: summed over every worker's files under gunicorn, this process's otherwise."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        # A fresh registry per scrape: the collector reads the files as they are now.
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest()
+
+
+def _check(value: str, allowed: frozenset[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{value!r} is not one of {sorted(allowed)}: metric labels are a fixed set")
