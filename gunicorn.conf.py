@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -73,11 +74,12 @@ def on_starting(server: Any) -> None:
     check runs outside the master so the master never imports the app.
     """
     if os.environ.get("GATEWAY_SKIP_PREFLIGHT") != "1":
-        result = subprocess.run([sys.executable, "-m", "app", "check"], capture_output=True, text=True)
+        # Without the metrics directory: a check must not leave files among the workers' own.
+        env = {key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
+        result = subprocess.run([sys.executable, "-m", "app", "check"], capture_output=True, text=True, env=env)
         if result.returncode != 0:
             sys.stderr.write(result.stderr)
             sys.exit(result.returncode or 1)
-    # After the preflight, so its process writes no metrics file of its own.
     _prepare_metrics_dir()
 
 
@@ -93,7 +95,9 @@ def _prepare_metrics_dir() -> None:
     if path:
         os.makedirs(path, exist_ok=True)
         for stale in glob.glob(os.path.join(path, "*.db")):
-            os.remove(stale)
+            # Only prometheus-client's own files: the operator may have pointed us at a shared place.
+            if re.fullmatch(r"(counter|histogram|summary|gauge_[a-z]+)_\d+\.db", os.path.basename(stale)):
+                os.remove(stale)
     else:
         path = tempfile.mkdtemp(prefix="frontdesk-metrics-")
         _CREATED_METRICS_DIR.append(path)
