@@ -19,7 +19,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import metrics
 from app.config import Section
-from app.logs import current_request_id
+from app.logs import current_request_id, write_access_line
 from app.tracing import TRACE_ENVIRON, RequestSpan, Tracer, W3CTracer
 
 if TYPE_CHECKING:
@@ -141,7 +141,7 @@ class _Record:
         upstream = environ.get(UPSTREAM_ENVIRON)
         upstream_duration = environ.get(UPSTREAM_DURATION_ENVIRON)
         # The query string is never logged: it is where clients put tokens and passwords.
-        access_log.info("request", extra={"fields": {
+        write_access_line({
             "method": environ.get("REQUEST_METHOD"),
             "path": (environ.get("RAW_URI") or environ.get("PATH_INFO") or "").partition("?")[0],
             "route": environ.get(ROUTE_ENVIRON),
@@ -159,7 +159,7 @@ class _Record:
             "consumer": environ.get(CONSUMER_ENVIRON),
             "cache": environ.get(CACHE_ENVIRON),
             "rate_limit": environ.get(RATE_LIMIT_ENVIRON),
-        }})
+        })
 
 
 class _LoggedBody:
