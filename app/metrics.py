@@ -19,11 +19,13 @@ import os
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from app.metrics_batch import Batch
+
 __all__ = [
-    "AUTH_OUTCOMES", "BUCKETS", "CACHE_EVENTS", "configure", "RATE_LIMIT_DECISIONS", "UNMATCHED", "UPSTREAM_OUTCOMES",
-    "method_label", "observe_request", "observe_upstream", "record_auth", "record_cache", "record_jwks_refresh",
-    "record_partial_answer", "record_rate_limit", "record_rejected", "render", "set_cache_bytes", "set_in_flight",
-    "status_class",
+    "AUTH_OUTCOMES", "BUCKETS", "CACHE_EVENTS", "RATE_LIMIT_DECISIONS", "UNMATCHED", "UPSTREAM_OUTCOMES",
+    "configure", "flush", "method_label", "observe_request", "observe_upstream", "record_auth", "record_cache",
+    "record_jwks_refresh", "record_partial_answer", "record_rate_limit", "record_rejected", "render",
+    "set_cache_bytes", "set_in_flight", "status_class",
 ]
 
 #: Seconds: sub-millisecond (a cache hit, a refusal) up to a minute (a slow upstream's ceiling).
@@ -53,6 +55,15 @@ _switch = _Switch()
 def configure(enabled: bool) -> None:
     """Record metrics in this process, or make every helper a no-op ([metrics] enabled = false)."""
     _switch.on = enabled
+
+
+#: Every helper records into this; it reaches the metric objects within a second (app/metrics_batch.py).
+_batch = Batch()
+
+
+def flush() -> None:
+    """Write this process's pending updates now (the endpoint does before each scrape; tests too)."""
+    _batch.flush()
 
 
 # --- The request path (recorded by app/edge.py and app/proxy) -------------------------------
@@ -113,8 +124,8 @@ def observe_request(route: str | None, method: str | None, status: int | None, s
     if children is None:
         children = _request_children[key] = (
             REQUESTS.labels(key[0], method_label(method), status_class(status)), REQUEST_DURATION.labels(key[0]))
-    children[0].inc()
-    children[1].observe(seconds)
+    _batch.count(children[0])
+    _batch.observe(children[1], BUCKETS, seconds)
 
 
 def observe_upstream(upstream: str, target: str, outcome: str, seconds: float) -> None:
@@ -126,8 +137,8 @@ def observe_upstream(upstream: str, target: str, outcome: str, seconds: float) -
     if children is None:
         _check(outcome, UPSTREAM_OUTCOMES)
         children = _upstream_children[key] = (UPSTREAM_CALLS.labels(*key), UPSTREAM_DURATION.labels(upstream))
-    children[0].inc()
-    children[1].observe(seconds)
+    _batch.count(children[0])
+    _batch.observe(children[1], BUCKETS, seconds)
 
 
 def set_in_flight(upstream: str, count: int) -> None:
@@ -137,14 +148,14 @@ def set_in_flight(upstream: str, count: int) -> None:
     child = _in_flight_children.get(upstream)
     if child is None:
         child = _in_flight_children[upstream] = UPSTREAM_IN_FLIGHT.labels(upstream)
-    child.set(count)
+    _batch.set(child, count)
 
 
 def record_rejected(upstream: str) -> None:
     """One request refused because ``upstream`` was at its max_in_flight."""
     if not _switch.on:
         return
-    UPSTREAM_REJECTED.labels(upstream).inc()
+    _batch.count(UPSTREAM_REJECTED.labels(upstream))
 
 
 def record_auth(route: str | None, outcome: str) -> None:
@@ -152,14 +163,14 @@ def record_auth(route: str | None, outcome: str) -> None:
     if not _switch.on:
         return
     _check(outcome, AUTH_OUTCOMES)
-    AUTH.labels(route or UNMATCHED, outcome).inc()
+    _batch.count(AUTH.labels(route or UNMATCHED, outcome))
 
 
 def record_jwks_refresh(ok: bool) -> None:
     """One JWKS fetch, successful or not."""
     if not _switch.on:
         return
-    JWKS_REFRESHES.labels("ok" if ok else "failed").inc()
+    _batch.count(JWKS_REFRESHES.labels("ok" if ok else "failed"))
 
 
 def record_rate_limit(route: str | None, decision: str) -> None:
@@ -167,7 +178,7 @@ def record_rate_limit(route: str | None, decision: str) -> None:
     if not _switch.on:
         return
     _check(decision, RATE_LIMIT_DECISIONS)
-    RATE_LIMIT.labels(route or UNMATCHED, decision).inc()
+    _batch.count(RATE_LIMIT.labels(route or UNMATCHED, decision))
 
 
 def record_cache(route: str | None, event: str, reason: str = "") -> None:
@@ -175,25 +186,26 @@ def record_cache(route: str | None, event: str, reason: str = "") -> None:
     if not _switch.on:
         return
     _check(event, CACHE_EVENTS)
-    CACHE.labels(route or UNMATCHED, event, reason).inc()
+    _batch.count(CACHE.labels(route or UNMATCHED, event, reason))
 
 
 def set_cache_bytes(count: int) -> None:
     """Bytes this worker's cache holds now."""
     if not _switch.on:
         return
-    CACHE_BYTES.set(count)
+    _batch.set(CACHE_BYTES, count)
 
 
 def record_partial_answer(route: str | None) -> None:
     """One aggregated answer sent with parts missing."""
     if not _switch.on:
         return
-    PARTIAL_ANSWERS.labels(route or UNMATCHED).inc()
+    _batch.count(PARTIAL_ANSWERS.labels(route or UNMATCHED))
 
 
 def render() -> bytes:
     """The exposition text: summed over every worker's files under gunicorn, this process's otherwise."""
+    flush()  # this worker's own counts are exact; the others' at most a second old
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if path:
         # A fresh registry per scrape: the collector reads the files as they are now.

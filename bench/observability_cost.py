@@ -1,6 +1,6 @@
 """CPU per proxied request of a real gunicorn gevent worker, with and without metrics and the access log.
 
-Run: ``.venv/bin/python -m bench.observability_cost [seconds] [rounds]`` (needs ``wrk``:
+Run: ``.venv/bin/python -m bench.observability_cost [seconds=3] [rounds=10]`` (needs ``wrk``:
 ``apt-get install wrk``). One worker, so its CPU is the whole gateway's; the fake backend runs in
 this process and wrk in its own, and neither is counted. The configurations run interleaved,
 ``rounds`` times each, and the least CPU per request of each is reported (see main): CPU per request is steadier than
@@ -71,24 +71,25 @@ def run_wrk(url: str, seconds: int) -> int:
     return int(match.group(1))
 
 
-def measure(directory: Path, backend: str, env: dict[str, str], seconds: int) -> tuple[float, float]:
-    """(CPU µs per request, requests per second) for one configuration."""
+def start_gateway(directory: Path, backend: str, env: dict[str, str]) -> tuple[Gateway, int]:
+    """A one-worker gateway for one configuration, warmed up; its worker pinned to core 1."""
     config = f'[upstreams.b]\ntargets = ["{backend}"]\n[upstreams.users]\ntargets = ["{backend}"]\n' \
              '[[routes]]\npath = "/<path:rest>"\nupstream = "b"\n'
     gateway = Gateway(directory, config, workers=1, env=env)
     gateway.start()
-    try:
-        [pid] = gateway.worker_pids()
-        # The worker gets a core of its own; wrk and the backend (this process) share the other.
-        # Without this the three contend for both cores and the figures swing by 10%.
-        os.sched_setaffinity(pid, {1})
-        run_wrk(gateway.url + "/warm", 2)
-        before = worker_cpu(pid)
-        count = run_wrk(gateway.url + "/items/42?q=1", seconds)
-        used = worker_cpu(pid) - before
-    finally:
-        gateway.stop()
-    return used / count * 1e6, count / seconds
+    [pid] = gateway.worker_pids()
+    # The worker gets a core of its own; wrk and the upstream share the other. Without this the
+    # three contend for both cores and the figures swing by 10%.
+    os.sched_setaffinity(pid, {1})
+    run_wrk(gateway.url + "/warm", 2)
+    return gateway, pid
+
+
+def measure(gateway: Gateway, pid: int, seconds: int) -> tuple[float, float]:
+    """(CPU µs per request, requests per second) of one wrk run."""
+    before = worker_cpu(pid)
+    count = run_wrk(gateway.url + "/items/42?q=1", seconds)
+    return (worker_cpu(pid) - before) / count * 1e6, count / seconds
 
 
 def main(seconds: int, rounds: int) -> None:
@@ -96,24 +97,31 @@ def main(seconds: int, rounds: int) -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install wrk)")
     if len(os.sched_getaffinity(0)) < 2:
-        sys.exit("needs two cores: one for the gateway worker, one for wrk and the backend")
-    os.sched_setaffinity(0, {0})  # wrk and the gateway's master inherit it
+        sys.exit("needs two cores: one for the gateway worker, one for wrk and the upstream")
+    os.sched_setaffinity(0, {0})  # wrk, the upstream and the gateways' masters inherit it
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in CONFIGS}
     directory = Path(tempfile.mkdtemp(prefix="frontdesk-bench-"))
     backend = subprocess.Popen([sys.executable, "-m", "bench.observability_cost", "--backend"],
                                stdout=subprocess.PIPE, text=True)
+    gateways: dict[str, tuple[Gateway, int]] = {}
     try:
         assert backend.stdout is not None
         url = f"http://127.0.0.1:{int(backend.stdout.readline())}"
+        # All four run at once (idle ones cost nothing), so rounds interleave cheaply and each
+        # configuration sees the machine's other load as often as the others.
+        for name, env in CONFIGS.items():
+            gateways[name] = start_gateway(directory, url, env)
         for _ in range(rounds):
-            for name, env in CONFIGS.items():
-                results[name].append(measure(directory, url, env, seconds))
+            for name, (gateway, pid) in gateways.items():
+                results[name].append(measure(gateway, pid, seconds))
     finally:
+        for gateway, _ in gateways.values():
+            gateway.stop()
         backend.terminate()
         backend.wait(10)
         shutil.rmtree(directory, ignore_errors=True)
     # The least CPU of each configuration's runs: other processes on the machine only ever add
-    # to a run's figure (cache misses, migrations), never take from it.
+    # to a run's figure (cache misses, steal), never take from it.
     bare = min(cpu for cpu, _ in results["bare"])
     for name, values in results.items():
         cpu = min(value for value, _ in values)
@@ -125,4 +133,4 @@ def main(seconds: int, rounds: int) -> None:
 if __name__ == "__main__" and sys.argv[1:] == ["--backend"]:
     serve_backend()
 elif __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 10, int(sys.argv[2]) if len(sys.argv) > 2 else 3)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3, int(sys.argv[2]) if len(sys.argv) > 2 else 10)

@@ -65,7 +65,8 @@ methods = ["GET", "POST"]
 
 
 def scrape(gateway: Gateway) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample the endpoint serves now."""
+    """Every sample the endpoint serves, once every worker has flushed (each does every second)."""
+    time.sleep(1.2)
     response = requests.get(gateway.url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
     assert response.status_code == 200, response.text
     return {
@@ -120,6 +121,7 @@ def test_counts_are_summed_across_workers_and_survive_a_restart(gateway: Gateway
     for _ in range(4):
         burst(gateway, 60)
         sent += 60
+        time.sleep(1.2)  # each worker writes its files once a second
         if len([count for count in per_worker(metrics_dir).values() if count > 0]) >= 2:
             break
     samples = scrape(gateway)

@@ -29,6 +29,7 @@ def call(client: FlaskClient, method: str, path: str, **kwargs: Any) -> TestResp
 
 def sample(name: str, **labels: str) -> float:
     """The current value of one sample in this process (0 when it does not exist yet)."""
+    metrics.flush()
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
