@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 import signal
 import time
@@ -172,8 +173,9 @@ def test_secrets_sent_by_clients_never_reach_the_logs(gateway: Gateway) -> None:
     time.sleep(0.3)  # the access log line is written when the body is closed
     log = gateway.log()
     # The requests were logged (one access line each, the error lines with their cause)...
-    assert log.count('"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"') == 4
-    assert '"message": "upstream failed"' in log
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert [line.get("trace_id") for line in lines].count("4bf92f3577b34da6a3ce929d0e0e4736") == 4
+    assert any(line["message"] == "upstream failed" for line in lines)
     # ...and none of what the clients sent as credentials.
     for secret in secrets.values():
         assert secret not in log

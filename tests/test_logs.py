@@ -37,3 +37,10 @@ def test_json_error_lines_carry_the_traceback_as_a_field(make_app: AppFactory,
     [line] = [json.loads(text) for text in capsys.readouterr().err.splitlines() if text.startswith("{")]
     assert line["message"] == "unhandled error" and line["cause"] == "x"
     assert "RuntimeError: boom" in line["error"]
+
+
+def test_a_path_orjson_refuses_is_still_logged(make_app: AppFactory, capsys: pytest.CaptureFixture[str]) -> None:
+    make_app(LOG={"level": "INFO", "format": "json"})
+    logging.getLogger("frontdesk.access").info("request", extra={"fields": {"path": "/a\udcff", "n": 1.5}})
+    [line] = [json.loads(text) for text in capsys.readouterr().err.splitlines() if text.startswith("{")]
+    assert line["path"] == "/a\udcff" and line["n"] == 1.5
