@@ -1,4 +1,4 @@
-"""Metrics and logs under real gunicorn: two gevent workers, summed counts, worker restarts, no secrets."""
+"""Metrics, logs and spans under real gunicorn: two gevent workers, summed counts, restarts, no secrets."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -33,6 +35,13 @@ def backend() -> Iterator[Backend]:
 
 
 @pytest.fixture(scope="module")
+def collector() -> Iterator[Backend]:
+    """Records the OTLP/HTTP exports of the module's gateway."""
+    with Backend("collector") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
 def metrics_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The operator-named multiprocess directory, with a stale file that start-up must wipe."""
     path = tmp_path_factory.mktemp("metrics")
@@ -41,8 +50,9 @@ def metrics_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory, backend: Backend, metrics_dir: Path) -> Iterator[Gateway]:
-    """Two workers, metrics behind a token, the access log at INFO in JSON."""
+def gateway(tmp_path_factory: pytest.TempPathFactory, backend: Backend, collector: Backend,
+            metrics_dir: Path) -> Iterator[Gateway]:
+    """Two workers, metrics behind a token, the access log at INFO in JSON, spans exported."""
     config = f"""
 [upstreams.echo]
 targets = ["{backend.url}"]
@@ -57,6 +67,8 @@ methods = ["GET", "POST"]
 """
     running = Gateway(tmp_path_factory.mktemp("gateway"), config, workers=2, env={
         "GATEWAY_METRICS__TOKEN": TOKEN, "GATEWAY_METRICS_DIR": str(metrics_dir),
+        "GATEWAY_TRACING__OTEL": "true", "GATEWAY_TRACING__OTLP_ENDPOINT": collector.url + "/v1/traces",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
     })
     try:
         running.start()
@@ -179,3 +191,24 @@ def test_secrets_sent_by_clients_never_reach_the_logs(gateway: Gateway) -> None:
     # ...and none of what the clients sent as credentials.
     for secret in secrets.values():
         assert secret not in log
+
+
+def test_spans_are_exported_from_gevent_workers(gateway: Gateway, backend: Backend, collector: Backend) -> None:
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    response = requests.get(gateway.url + "/traced", headers={"traceparent": f"00-{trace_id}-b7ad6b7169203331-01"},
+                            timeout=5)
+    assert response.status_code == 200
+    sent = [r.header("traceparent") for r in backend.received if r.target == "/traced"]
+    assert len(sent) == 1 and sent[0] is not None
+    deadline = time.monotonic() + 10
+    spans: dict[str, Any] = {}
+    while time.monotonic() < deadline and len(spans) < 2:
+        for export in list(collector.received):
+            for resource in ExportTraceServiceRequest.FromString(export.body).resource_spans:
+                for scope in resource.scope_spans:
+                    spans.update({span.name: span for span in scope.spans if span.trace_id.hex() == trace_id})
+        time.sleep(0.1)
+    server, client = spans["GET /<path:rest>"], spans["GET echo"]
+    assert server.parent_span_id.hex() == "b7ad6b7169203331"
+    assert client.parent_span_id == server.span_id
+    assert sent[0] == f"00-{trace_id}-{client.span_id.hex()}-01"
