@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -18,7 +19,7 @@ from app.proxy.client import UpstreamState, build_session, build_states
 from app.proxy.paths import check_path
 from app.proxy.settings import UpstreamSettings, read_upstreams
 from app.proxy.transport import ProxyResponse, build_request, build_response, send
-from app.tracing import TRACE_ENVIRON, RequestSpan
+from app.tracing import TRACE_ENVIRON, CallSpan, RequestSpan
 
 __all__ = ["Upstream", "Upstreams", "upstreams"]
 
@@ -92,11 +93,7 @@ class Upstream:
         host = environ.get("HTTP_HOST", target.netloc) if settings.preserve_host else target.netloc
         upstream_request = build_request(environ, host, url)
         environ[UPSTREAM_ENVIRON] = (self.name, target.url)
-        span: RequestSpan | None = environ.get(TRACE_ENVIRON)
-        call = None
-        if span is not None:
-            call = span.call(self.name, target.url)
-            _propagate(upstream_request.headers, call.traceparent(), span.tracestate)
+        call = _start_call(environ, self.name, target.url, upstream_request.headers)
         state.in_flight += 1
         metrics.set_in_flight(self.name, state.in_flight)
         started = time.perf_counter()
@@ -115,13 +112,18 @@ class Upstream:
         return build_response(answer, upstream_request.method, state)
 
 
-def _propagate(headers: dict[str, str], traceparent: str, tracestate: str | None) -> None:
-    """Send the gateway's span as the upstream's parent; the caller's tracestate only with its own trace."""
-    headers["Traceparent"] = traceparent
-    if tracestate is None:
+def _start_call(environ: dict[str, Any], upstream: str, target: str, headers: dict[str, str]) -> CallSpan | None:
+    """The upstream call's span, its traceparent in ``headers``; the caller's tracestate only with its trace."""
+    span: RequestSpan | None = environ.get(TRACE_ENVIRON)
+    if span is None:
+        return None
+    call = span.call(upstream, target)
+    headers["Traceparent"] = call.traceparent()
+    if span.tracestate is None:
         headers.pop("Tracestate", None)
     else:
-        headers["Tracestate"] = tracestate
+        headers["Tracestate"] = span.tracestate
+    return call
 
 
 def _raw_target(environ: dict[str, object]) -> tuple[str, str, str]:
