@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,otel]'
 	touch $(STAMP)
 
 ## run: the demo services and the gateway (gunicorn, gevent workers) on 127.0.0.1:8080; Ctrl-C stops both

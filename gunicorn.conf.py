@@ -6,9 +6,13 @@ so it must not import the app, Flask or requests.
 
 from __future__ import annotations
 
+import glob
 import os
+import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from typing import Any
 
 
@@ -69,9 +73,51 @@ def on_starting(server: Any) -> None:
     A bad setting then stops the start with one line and no half-started gateway; the
     check runs outside the master so the master never imports the app.
     """
-    if os.environ.get("GATEWAY_SKIP_PREFLIGHT") == "1":
-        return
-    result = subprocess.run([sys.executable, "-m", "app", "check"], capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.stderr.write(result.stderr)
-        sys.exit(result.returncode or 1)
+    if os.environ.get("GATEWAY_SKIP_PREFLIGHT") != "1":
+        # Without the metrics directory: a check must not leave files among the workers' own.
+        env = {key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
+        result = subprocess.run([sys.executable, "-m", "app", "check"], capture_output=True, text=True, env=env)
+        if result.returncode != 0:
+            sys.stderr.write(result.stderr)
+            sys.exit(result.returncode or 1)
+    _prepare_metrics_dir()
+
+
+# --- Metrics: prometheus-client's multiprocess mode -----------------------------------------
+# Each worker writes its metrics to files in one directory and a scrape sums them, so the
+# counts survive a worker's restart. The directory is this instance's alone and starts empty:
+# files left by an earlier run would be counted again.
+_CREATED_METRICS_DIR: list[str] = []
+
+
+def _prepare_metrics_dir() -> None:
+    path = os.environ.get("GATEWAY_METRICS_DIR")
+    if path:
+        os.makedirs(path, exist_ok=True)
+        for stale in glob.glob(os.path.join(path, "*.db")):
+            # Only prometheus-client's own files: the operator may have pointed us at a shared place.
+            if re.fullmatch(r"(counter|histogram|summary|gauge_[a-z]+)_\d+\.db", os.path.basename(stale)):
+                os.remove(stale)
+    else:
+        path = tempfile.mkdtemp(prefix="frontdesk-metrics-")
+        _CREATED_METRICS_DIR.append(path)
+    # Inherited by every worker forked from now on, before any of them imports prometheus_client.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker is gone: drop its live gauges (in-flight calls), keep its counters.
+
+    What prometheus_client.multiprocess.mark_process_dead does, without importing it into the
+    master: the files of gauges in the live* modes are removed.
+    """
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        for live in glob.glob(os.path.join(path, f"gauge_live*_{worker.pid}.db")):
+            os.remove(live)
+
+
+def on_exit(server: Any) -> None:
+    """Remove the metrics directory this instance created (an operator-named one is kept)."""
+    for path in _CREATED_METRICS_DIR:
+        shutil.rmtree(path, ignore_errors=True)

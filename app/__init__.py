@@ -19,9 +19,12 @@ from app.errors import register_error_handlers
 from app.health import health
 from app.hooks import install_hooks
 from app.logs import configure_logging, read_log_settings
+from app.metrics import configure as configure_metrics
+from app.metrics_endpoint import build_metrics_blueprint, read_metrics_settings
 from app.proxy import Upstream, upstreams
 from app.ratelimit import limiter
 from app.routes import build_routes_blueprint, read_routes
+from app.tracing import build_tracer, read_tracing_settings
 
 __all__ = ["ConfigError", "Upstream", "create_app", "create_app_or_exit", "upstreams"]
 
@@ -41,8 +44,12 @@ def create_app(
     app = Flask(__name__, static_folder=None)
     app.config.update(config, GATEWAY_ENV=env_name)
     configure_logging(read_log_settings(config))
+    metrics_settings = read_metrics_settings(config)
+    configure_metrics(metrics_settings.enabled)
+    tracer = build_tracer(read_tracing_settings(config))
 
-    app.wsgi_app = wrap_wsgi(app.wsgi_app, read_edge_settings(config))  # type: ignore[method-assign,assignment]
+    edge = read_edge_settings(config)
+    app.wsgi_app = wrap_wsgi(app.wsgi_app, edge, tracer)  # type: ignore[method-assign,assignment]
     upstreams.init_app(app)
     auth.init_app(app)
     limiter.init_app(app)  # first before_request: the app-wide limit per client address
@@ -54,7 +61,12 @@ def create_app(
         from blueprints import BLUEPRINTS  # here, not at the top: blueprints import app
 
         blueprints = BLUEPRINTS
-    for blueprint in (health, build_routes_blueprint(routes), *blueprints):
+    gateway_endpoints: tuple[Blueprint, ...] = (health,)
+    if metrics_settings.enabled:
+        scrape = build_metrics_blueprint(metrics_settings)
+        limiter.exempt(scrape)  # like health: never rate limited
+        gateway_endpoints += (scrape,)
+    for blueprint in (*gateway_endpoints, build_routes_blueprint(routes), *blueprints):
         app.register_blueprint(blueprint)
     auth.check(app)  # every route registered by now must carry an auth policy
     return app

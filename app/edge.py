@@ -17,14 +17,17 @@ from typing import IO, TYPE_CHECKING, Any
 
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from app import metrics
 from app.config import Section
-from app.logs import current_request_id
+from app.logs import current_request_id, write_access_line
+from app.tracing import TRACE_ENVIRON, RequestSpan, Tracer, W3CTracer
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 __all__ = [
-    "REQUEST_ID_ENVIRON", "ROUTE_ENVIRON", "UPSTREAM_ENVIRON", "EdgeSettings", "RequestLog", "accept_request_id",
+    "CACHE_ENVIRON", "CONSUMER_ENVIRON", "RATE_LIMIT_ENVIRON", "REQUEST_ID_ENVIRON", "ROUTE_ENVIRON",
+    "UPSTREAM_DURATION_ENVIRON", "UPSTREAM_ENVIRON", "EdgeSettings", "RequestLog", "accept_request_id",
     "read_edge_settings", "wrap_wsgi",
 ]
 
@@ -32,7 +35,13 @@ __all__ = [
 REQUEST_ID_ENVIRON = "frontdesk.request_id"
 #: Set by the transport so the access log can name the upstream and target that answered.
 UPSTREAM_ENVIRON = "frontdesk.upstream"
-#: Set by a Flask hook: the matched rule, for the access log.
+#: Set by the transport: seconds the upstream took to answer with its response head.
+UPSTREAM_DURATION_ENVIRON = "frontdesk.upstream_duration"
+#: Set by the auth, cache and rate-limit layers (consumer id, never a credential; hit/miss; decision).
+CONSUMER_ENVIRON = "frontdesk.consumer"
+CACHE_ENVIRON = "frontdesk.cache"
+RATE_LIMIT_ENVIRON = "frontdesk.rate_limit"
+#: Set by a Flask hook: the matched rule, for the access log and the metrics' route label.
 ROUTE_ENVIRON = "frontdesk.route"
 
 # Bounded length and a conservative alphabet: the id is echoed into headers and logs.
@@ -56,9 +65,9 @@ def read_edge_settings(config: dict[str, Any]) -> EdgeSettings:
     return settings
 
 
-def wrap_wsgi(wsgi_app: WSGIApplication, settings: EdgeSettings) -> WSGIApplication:
+def wrap_wsgi(wsgi_app: WSGIApplication, settings: EdgeSettings, tracer: Tracer | None = None) -> WSGIApplication:
     """Wrap the Flask WSGI app in the edge layers; the first one listed here runs first."""
-    wrapped: WSGIApplication = RequestLog(wsgi_app)
+    wrapped: WSGIApplication = RequestLog(wsgi_app, tracer)
     if settings.trusted_proxies:
         # Believe exactly as many X-Forwarded-* hops as there are proxies we run behind, so
         # a client can neither hide behind nor forge its address.
@@ -75,10 +84,11 @@ def accept_request_id(value: str | None) -> str:
 
 
 class RequestLog:
-    """Give each request an id, return it to the client, and log one line when the body is done."""
+    """Give each request an id and a trace span, return the id, and log and count it when the body is done."""
 
-    def __init__(self, app: WSGIApplication) -> None:
+    def __init__(self, app: WSGIApplication, tracer: Tracer | None = None) -> None:
         self.app = app
+        self.tracer: Tracer = tracer or W3CTracer()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """Serve one request under its id."""
@@ -88,7 +98,8 @@ class RequestLog:
         token = current_request_id.set(request_id)
         if "HTTP_TRANSFER_ENCODING" in environ:
             environ["wsgi.input"] = _CountingInput(environ["wsgi.input"])
-        record = _Record(environ, started)
+        environ[TRACE_ENVIRON] = span = self.tracer.start_request(environ)
+        record = _Record(environ, started, span)
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             record.status = status.split(" ", 1)[0]
@@ -108,33 +119,47 @@ class RequestLog:
 class _Record:
     """What the access log line needs, gathered while the request runs."""
 
-    __slots__ = ("environ", "started", "status", "bytes_out")
+    __slots__ = ("environ", "started", "span", "status", "bytes_out")
 
-    def __init__(self, environ: WSGIEnvironment, started: float) -> None:
+    def __init__(self, environ: WSGIEnvironment, started: float, span: RequestSpan) -> None:
         self.environ = environ
         self.started = started
+        self.span = span
         self.status = "-"
         self.bytes_out = 0
 
     def finish(self) -> None:
+        duration = time.perf_counter() - self.started
+        environ = self.environ
+        status = int(self.status) if self.status.isdigit() else None
+        self.span.end(status)
+        metrics.observe_request(environ.get(ROUTE_ENVIRON), environ.get("REQUEST_METHOD"), status, duration)
         if not access_log.isEnabledFor(logging.INFO):
             return
-        environ = self.environ
         stream = environ.get("wsgi.input")
         bytes_in = stream.count if isinstance(stream, _CountingInput) else int(environ.get("CONTENT_LENGTH") or 0)
         upstream = environ.get(UPSTREAM_ENVIRON)
-        access_log.info("request", extra={"fields": {
+        upstream_duration = environ.get(UPSTREAM_DURATION_ENVIRON)
+        # The query string is never logged: it is where clients put tokens and passwords.
+        write_access_line({
             "method": environ.get("REQUEST_METHOD"),
             "path": (environ.get("RAW_URI") or environ.get("PATH_INFO") or "").partition("?")[0],
             "route": environ.get(ROUTE_ENVIRON),
             "upstream": upstream[0] if upstream else None,
             "target": upstream[1] if upstream else None,
-            "status": int(self.status) if self.status.isdigit() else None,
-            "duration_ms": round((time.perf_counter() - self.started) * 1000, 3),
+            "upstream_ms": round(upstream_duration * 1000, 3) if upstream_duration is not None else None,
+            "status": status,
+            "duration_ms": round(duration * 1000, 3),
             "bytes_in": bytes_in,
             "bytes_out": self.bytes_out,
             "client": environ.get("REMOTE_ADDR"),
-        }})
+            "trace_id": self.span.trace_id,
+            "span_id": self.span.span_id,
+            # Filled in by the auth, cache and rate-limit features: null until they land.
+            "consumer": environ.get(CONSUMER_ENVIRON),
+            "cache": environ.get(CACHE_ENVIRON),
+            "rate_limit": environ.get(RATE_LIMIT_ENVIRON),
+        })
 
 
 class _LoggedBody:

@@ -29,6 +29,27 @@ class Base:
         "trusted_proxies": 0,
     }
 
+    # [metrics]: Prometheus metrics and the endpoint that serves them (docs/observability.md).
+    METRICS: dict[str, Any] = {
+        "enabled": True,  # record metrics; false makes every recording a no-op and removes the endpoint
+        "path": "/metrics",  # where scrapes are answered; a gateway endpoint, never forwarded or rate limited
+        # Bearer token every scrape must send (set it from GATEWAY_METRICS__TOKEN, never in a committed file).
+        # None: no token asked for, so the address check below is the only gate.
+        "token": None,
+        # Client networks a scrape may come from ([] = any address). Loopback only by default:
+        # an unconfigured gateway never shows its metrics to the internet.
+        "allow_from": ["127.0.0.1/32", "::1/128"],
+    }
+
+    # [tracing]: W3C Trace Context is always propagated; OpenTelemetry export is optional.
+    TRACING: dict[str, Any] = {
+        # Export spans over OTLP/HTTP when the otel extra is installed (pip install .[otel]).
+        "otel": False,
+        "service_name": "frontdesk",  # the service.name resource attribute of exported spans
+        # OTLP/HTTP traces URL; None: the exporter's default or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT.
+        "otlp_endpoint": None,
+    }
+
     # [upstream_defaults]: applied under every [upstreams.NAME] table.
     UPSTREAM_DEFAULTS: dict[str, Any] = {
         "connect_timeout": 0.5,  # seconds to establish a TCP (and TLS) connection

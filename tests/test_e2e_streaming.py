@@ -294,18 +294,23 @@ def test_truncated_upstream_body_is_never_a_complete_response(gateway: Gateway) 
                 response.read()
                 broke_off = False
     if broke_off:
-        wait_for_log(gateway, '"message": "upstream body broke off", "request_id": "truncated-1"')
+        wait_for_log(gateway, message="upstream body broke off", request_id="truncated-1")
     # The worker that served it is unharmed.
     with connect(gateway) as connection:
         connection.request("GET", "/after")
         assert connection.getresponse().status == 200
 
 
-def wait_for_log(gateway: Gateway, text: str, timeout: float = 5.0) -> None:
-    """Wait until the gateway's output contains ``text``."""
+def wait_for_log(gateway: Gateway, timeout: float = 5.0, **fields: str) -> None:
+    """Wait until the gateway has written a JSON log line with all of ``fields``."""
     deadline = time.monotonic() + timeout
-    while text not in gateway.log():
-        assert time.monotonic() < deadline, f"{text!r} not logged:\n{gateway.log()}"
+
+    def logged() -> bool:
+        lines = [json.loads(text) for text in gateway.log().splitlines() if text.startswith("{")]
+        return any(all(line.get(key) == value for key, value in fields.items()) for line in lines)
+
+    while not logged():
+        assert time.monotonic() < deadline, f"{fields!r} not logged:\n{gateway.log()}"
         gevent.sleep(0.05)
 
 

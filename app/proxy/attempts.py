@@ -116,7 +116,7 @@ class _Attempts:
             body.seek(0)
         endpoint.in_flight += 1
         try:
-            answer = send(self.state, endpoint.pool, self.request, self.deadline)
+            answer = send(self.state, endpoint.pool, self.request, self.deadline, endpoint.label)
         except (UpstreamUnreachable, UpstreamTimeout) as error:
             endpoint.in_flight -= 1
             endpoint.record_call(ticket, False)

@@ -8,6 +8,7 @@ framing chosen here) and saves requests' model layer on every call (docs/decisio
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
@@ -18,6 +19,7 @@ from werkzeug.wsgi import LimitedStream
 from urllib3 import BaseHTTPResponse, HTTPConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, TimeoutError
 
+from app import metrics
 from app.errors import UpstreamTimeout, UpstreamUnreachable
 from app.proxy.client import UpstreamState
 from app.proxy.headers import request_headers, response_headers
@@ -65,34 +67,43 @@ def build_request(environ: WSGIEnvironment, host: str, url: str) -> UpstreamRequ
 
 
 def send(state: UpstreamState, pool: HTTPConnectionPool, request: UpstreamRequest,
-         deadline: gevent.Timeout | None = None) -> BaseHTTPResponse:
+         deadline: gevent.Timeout | None = None, target: str = "other") -> BaseHTTPResponse:
     """Send the request and wait for the response head, within the upstream's deadline.
 
     ``deadline`` is the request's overall one when the caller retries (it spans every attempt);
     without it, this one attempt gets the upstream's ``timeout``. The caller owns
     ``state.in_flight``: it was counted before this call and is released when the response is
     closed (or by the caller, when no response comes). Errors carry a ``condition`` for retries.
+    ``target`` labels the call in the metrics (an endpoint's label: a bounded set).
     """
     settings = state.settings
     own = deadline is None
     if deadline is None:
         deadline = gevent.Timeout(settings.timeout)
         deadline.start()
+    outcome = "error"
+    started = time.perf_counter()
     try:
-        return pool.urlopen(
+        answer = pool.urlopen(
             request.method, request.url, body=request.body, headers=request.headers, chunked=request.chunked,
             retries=False, redirect=False, assert_same_host=False, timeout=state.timeout,
             preload_content=False, decode_content=False, release_conn=False,
         )
+        outcome = "5xx" if answer.status >= 500 else "ok"
+        return answer
     except gevent.Timeout as expired:
         if expired is not deadline:
             raise
+        outcome = "timeout"
         raise UpstreamTimeout(f"The upstream did not answer within {settings.timeout:g} s.") from None
     except NewConnectionError:  # before TimeoutError: urllib3 makes it a subclass of ConnectTimeoutError
+        outcome = "connect_error"
         raise UpstreamUnreachable("The upstream refused the connection.", "connect") from None
     except ConnectTimeoutError:
+        outcome = "timeout"
         raise UpstreamTimeout("The upstream did not accept the connection in time.", "connect") from None
     except TimeoutError:
+        outcome = "timeout"
         raise UpstreamTimeout("The upstream did not answer in time.", "timeout") from None
     except (HTTPError, OSError) as error:
         log.warning("upstream failed", extra={"fields": {"upstream": settings.name, "cause": type(error).__name__}})
@@ -100,6 +111,8 @@ def send(state: UpstreamState, pool: HTTPConnectionPool, request: UpstreamReques
     finally:
         if own:
             deadline.close()
+        # Every caller of send is counted, whatever it forwards for (a route, an aggregate's part).
+        metrics.observe_upstream(settings.name, target, outcome, time.perf_counter() - started)
 
 
 class ProxyResponse(Response):
@@ -159,6 +172,7 @@ class _UpstreamBody:
             return
         self.closed = True
         self.state.in_flight -= 1
+        metrics.set_in_flight(self.state.settings.name, self.state.in_flight)
         if self.release is not None:
             self.release()
         if not self.upstream.closed:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
 from flask import Blueprint, Flask, current_app, request
 from flask.blueprints import BlueprintSetupState
 
+from app import metrics
 from app.config import ConfigError
-from app.edge import UPSTREAM_ENVIRON
+from app.edge import UPSTREAM_DURATION_ENVIRON, UPSTREAM_ENVIRON
 from app.errors import UpstreamBusy
 from app.proxy.attempts import call
 from app.proxy.client import UpstreamState, build_session, build_states
@@ -21,6 +24,7 @@ from app.proxy.monitor import Monitor
 from app.proxy.paths import check_path
 from app.proxy.settings import UpstreamSettings, read_upstreams
 from app.proxy.transport import ProxyResponse, build_request, build_response
+from app.tracing import TRACE_ENVIRON, CallSpan, RequestSpan
 
 __all__ = ["Upstream", "Upstreams", "upstreams"]
 
@@ -127,6 +131,7 @@ class Upstream:
         state = _runtime().states[self.name]
         settings = state.settings
         if state.in_flight >= settings.max_in_flight:
+            metrics.record_rejected(self.name)
             raise UpstreamBusy(f"The upstream already has {settings.max_in_flight} requests in flight.")
         # Every target of one upstream is the same service: one Host for all of them.
         netloc = settings.targets[0].netloc
@@ -134,24 +139,54 @@ class Upstream:
         upstream_request = build_request(environ, host, url)
         if not settings.forward_authorization:
             upstream_request.headers.pop("Authorization", None)
+        # One span per attempt (a retry is another upstream call), each with its own traceparent.
+        spans: list[CallSpan] = []
 
         def note(endpoint: Endpoint) -> None:
             if not settings.preserve_host:
                 upstream_request.headers["Host"] = endpoint.target.netloc
             environ[UPSTREAM_ENVIRON] = (self.name, endpoint.label)
+            if spans:
+                spans[-1].end("retried")
+            span = _start_call(environ, self.name, endpoint.label, upstream_request.headers)
+            if span is not None:
+                spans.append(span)
 
         state.in_flight += 1
+        metrics.set_in_flight(self.name, state.in_flight)
+        started = time.perf_counter()
         try:
             endpoint, answer = call(state, environ, upstream_request, retry_any_method=retry_any_method,
                                     on_attempt=note)
-        except BaseException:
+        except BaseException as error:
             state.in_flight -= 1
+            metrics.set_in_flight(self.name, state.in_flight)
+            if spans:
+                spans[-1].end(type(error).__name__)
             raise
+        finally:
+            environ[UPSTREAM_DURATION_ENVIRON] = time.perf_counter() - started
+        if spans:
+            spans[-1].end(f"status {answer.status}" if answer.status >= 500 else None)
         return build_response(answer, upstream_request.method, state, functools.partial(_release, endpoint))
 
 
 def _release(endpoint: Endpoint) -> None:
     endpoint.in_flight -= 1
+
+
+def _start_call(environ: dict[str, Any], upstream: str, target: str, headers: dict[str, str]) -> CallSpan | None:
+    """The upstream call's span, its traceparent in ``headers``; the caller's tracestate only with its trace."""
+    span: RequestSpan | None = environ.get(TRACE_ENVIRON)
+    if span is None:
+        return None
+    call = span.call(upstream, target)
+    headers["Traceparent"] = call.traceparent()
+    if span.tracestate is None:
+        headers.pop("Tracestate", None)
+    else:
+        headers["Tracestate"] = span.tracestate
+    return call
 
 
 def _raw_target(environ: dict[str, object]) -> tuple[str, str, str]:
