@@ -13,6 +13,7 @@ from typing import Any
 from flask import Blueprint, Flask
 
 from app.auth import auth
+from app.caching import cache
 from app.config import ConfigError, load_config
 from app.edge import read_edge_settings, wrap_wsgi
 from app.errors import register_error_handlers
@@ -44,6 +45,7 @@ def create_app(
     app.wsgi_app = wrap_wsgi(app.wsgi_app, read_edge_settings(config))  # type: ignore[method-assign,assignment]
     upstreams.init_app(app)
     auth.init_app(app)
+    cache.init_app(app)
     install_hooks(app)
     register_error_handlers(app)
 
@@ -52,7 +54,7 @@ def create_app(
         from blueprints import BLUEPRINTS  # here, not at the top: blueprints import app
 
         blueprints = BLUEPRINTS
-    for blueprint in (health, build_routes_blueprint(routes), *blueprints):
+    for blueprint in (health, build_routes_blueprint(routes), *cache.blueprints(app), *blueprints):
         app.register_blueprint(blueprint)
     auth.check(app)  # every route registered by now must carry an auth policy
     return app

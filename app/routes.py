@@ -11,6 +11,7 @@ from flask import Blueprint
 from werkzeug.routing import Map, Rule, ValidationError
 
 from app.auth import AuthPolicy, apply_policy, read_route_policy
+from app.caching import RouteCache, apply_cache, read_route_cache
 from app.config import ConfigError, Section
 from app.proxy import ProxyResponse, Upstream, UpstreamPath
 
@@ -31,6 +32,7 @@ class RouteSettings:
     upstream: str
     upstream_path: UpstreamPath | None
     auth: AuthPolicy | None  # None: start-up refuses the route (no route is public by accident)
+    cache: RouteCache | None = None  # None: never cached
 
 
 def read_routes(config: Mapping[str, Any], upstream_names: Collection[str]) -> tuple[RouteSettings, ...]:
@@ -88,9 +90,10 @@ def _read_route(section: Section, default_methods: tuple[str, ...], default_auth
     name = section.string("name", _endpoint_name(path, index), pattern=r"[A-Za-z_][A-Za-z0-9_]*",
                           expected="a name of letters, digits and _")
     auth = read_route_policy(section.key("auth"), section.raw("auth")) if section.has("auth") else default_auth
+    cache = read_route_cache(section.key("cache"), section.raw("cache")) if section.has("cache") else None
     section.done()
     return RouteSettings(name=name, path=path, methods=methods, upstream=upstream, upstream_path=upstream_path,
-                         auth=auth)
+                         auth=auth, cache=cache)
 
 
 def _rule_variables(key: str, path: str) -> frozenset[str]:
@@ -137,7 +140,11 @@ def build_routes_blueprint(routes: tuple[RouteSettings, ...]) -> Blueprint:
     """The built-in blueprint: one view per declared route, made like any hand-written one."""
     blueprint = Blueprint("routes", __name__)
     for route in routes:
+        # Applied inside out, so a request meets them in the house order: auth, limit, cache, view.
         view = _forwarding_view(route, blueprint)
+        if route.cache is not None:
+            view = apply_cache(route.cache)(view)
+        # The rate limit goes here, between cache and auth: a cache hit still counts against the quota.
         if route.auth is not None:
             view = apply_policy(route.auth)(view)
         blueprint.add_url_rule(route.path, endpoint=route.name, view_func=view, methods=list(route.methods))

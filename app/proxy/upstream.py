@@ -17,7 +17,7 @@ from app.proxy.paths import check_path
 from app.proxy.settings import UpstreamSettings, read_upstreams
 from app.proxy.transport import ProxyResponse, build_request, build_response, send
 
-__all__ = ["Upstream", "Upstreams", "upstreams"]
+__all__ = ["Upstream", "Upstreams", "raw_target", "upstreams"]
 
 _EXTENSION = "frontdesk.upstreams"
 # Characters a path may carry unencoded; "%" keeps escapes the caller already made.
@@ -74,7 +74,7 @@ class Upstream:
     def forward(self, path: str | None = None, *, query: str | None = None) -> ProxyResponse:
         """Forward the current request here, at ``path`` (default: the client's own path and query)."""
         environ = request.environ
-        raw_path, _, raw_query = _raw_target(environ)
+        raw_path, _, raw_query = raw_target(environ)
         check_path(raw_path)
         upstream_path = raw_path if path is None else quote(path, safe=_PATH_SAFE)
         query = raw_query if query is None else query
@@ -99,7 +99,7 @@ class Upstream:
         return build_response(answer, upstream_request.method, state)
 
 
-def _raw_target(environ: dict[str, object]) -> tuple[str, str, str]:
+def raw_target(environ: dict[str, object]) -> tuple[str, str, str]:
     """The path and query exactly as the client sent them (absolute-form reduced to origin-form)."""
     uri = environ.get("RAW_URI") or environ.get("REQUEST_URI")
     if isinstance(uri, str) and uri:
