@@ -89,6 +89,13 @@ def test_second_request_is_a_hit_with_age_and_cache_status(gateway: FlaskClient,
     assert len(backend.received) == 1
 
 
+def test_hosts_are_kept_apart(gateway: FlaskClient, backend: Backend) -> None:
+    gateway.get("/page", headers={"Host": "a.example"})
+    other = gateway.get("/page", headers={"Host": "evil.example"})
+    assert other.headers["Cache-Status"] == "frontdesk; fwd=uri-miss; stored"
+    assert b"evil.example" in other.data and len(backend.received) == 2
+
+
 def test_head_is_answered_from_a_stored_get(gateway: FlaskClient, backend: Backend) -> None:
     assert gateway.head("/h").headers["Cache-Status"] == "frontdesk; fwd=miss; detail=head"  # not stored
     body = gateway.get("/h").data

@@ -69,18 +69,21 @@ def test_credentials(headers: list[tuple[str, str]], consumer_scoped: bool, expe
 
 def test_query_is_normalised_by_sorting_parameters_only() -> None:
     assert normalise_query("b=2&a=1&&a=0") == "a=0&a=1&b=2"
-    assert url_key("r", "/p", "b=2&a=1", None) == url_key("r", "/p", "a=1&b=2", None)
-    assert url_key("r", "/p", "a=%41", None) != url_key("r", "/p", "a=A", None)  # bytes as sent
+    assert url_key("r", "http://h", "/p", "b=2&a=1", None) == url_key("r", "http://h", "/p", "a=1&b=2", None)
+    assert url_key("r", "http://h", "/p", "a=%41", None) != url_key("r", "http://h", "/p", "a=A", None)
 
 
 @pytest.mark.parametrize("other", [
-    ("other-route", "/p", "", None),
-    ("r", "/P", "", None),
-    ("r", "/p", "x=1", None),
-    ("r", "/p", "", "api_key:tests"),
+    ("other-route", "http://h", "/p", "", None),
+    ("r", "http://other", "/p", "", None),
+    ("r", "https://h", "/p", "", None),
+    ("r", "http://h", "/P", "", None),
+    ("r", "http://h", "/p", "x=1", None),
+    ("r", "http://h", "/p", "", "api_key:tests"),
 ])
-def test_url_key_parts(other: tuple[str, str, str, str | None]) -> None:
-    assert url_key("r", "/p", "", None) != url_key(*other)
+def test_url_key_parts(other: tuple[str, str, str, str, str | None]) -> None:
+    assert url_key("r", "http://h", "/p", "", None) != url_key(*other)
+    assert url_key("r", "http://h", "/p", "", None) == url_key("r", "http://H", "/p", "", None)
 
 
 def test_vary_spec_always_has_accept_encoding() -> None:

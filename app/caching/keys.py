@@ -23,10 +23,10 @@ def normalise_query(raw_query: str) -> str:
     return "&".join(sorted(member for member in raw_query.split("&") if member))
 
 
-def url_key(route: str, raw_path: str, raw_query: str, consumer: str | None) -> str:
-    """The key of one URL on one route, for one consumer (None: shared by everyone)."""
+def url_key(route: str, origin: str, raw_path: str, raw_query: str, consumer: str | None) -> str:
+    """The key of one URL (``origin`` is scheme://host as the client used it) on one route, for one consumer."""
     # HEAD is answered from a stored GET, and only GET is stored: the method is always GET.
-    parts = ("GET", route, raw_path, normalise_query(raw_query), consumer or "")
+    parts = ("GET", route, origin.lower(), raw_path, normalise_query(raw_query), consumer or "")
     return _digest(parts)
 
 

@@ -63,7 +63,9 @@ def serve(policy: RouteCache, view: View) -> Response:
             return with_status(_response(view()), "fwd=bypass; detail=no-consumer")
     raw_path, _, raw_query = raw_target(environ)
     rule = request.url_rule
-    url = url_key(f"{request.endpoint} {rule.rule if rule else ''}", raw_path, raw_query, consumer)
+    # The target URI includes its authority (RFC 9111 4): one host's answer is never another's.
+    origin = f"{environ.get('wsgi.url_scheme', 'http')}://{environ.get('HTTP_HOST', '')}"
+    url = url_key(f"{request.endpoint} {rule.rule if rule else ''}", origin, raw_path, raw_query, consumer)
     runtime.journal.poll()
 
     head = request.method == "HEAD"
