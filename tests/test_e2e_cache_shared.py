@@ -48,7 +48,9 @@ def instances(tmp_path_factory: pytest.TempPathFactory, backend: Backend,
 
 
 def get(gateway: Gateway, path: str) -> requests.Response:
-    return requests.get(gateway.url + path, timeout=10, headers={"Accept-Encoding": "identity"})
+    # Both instances behind one name, as behind a load balancer: the host is part of the key.
+    headers = {"Accept-Encoding": "identity", "Host": "shop.example"}
+    return requests.get(gateway.url + path, timeout=10, headers=headers)
 
 
 def test_one_store_serves_every_worker_of_both_instances(instances: tuple[Gateway, Gateway],
@@ -73,6 +75,16 @@ def test_a_purge_on_one_instance_reaches_the_other(instances: tuple[Gateway, Gat
     time.sleep(LOCAL_TTL + 0.1)  # the other instance's workers keep their own copy this long at most
     assert "hit" not in get(one, "/c/shared/b").headers["Cache-Status"]
     assert calls(backend, "/shared/b") == 2
+
+
+def test_a_stampede_across_instances_makes_one_upstream_call(instances: tuple[Gateway, Gateway],
+                                                             backend: Backend) -> None:
+    one, two = instances
+    with ThreadPoolExecutor(100) as pool:
+        answers = list(pool.map(lambda n: get((one, two)[n % 2], "/c/_/slow/0.5?fleet"), range(100)))
+    assert [answer.status_code for answer in answers] == [200] * 100
+    assert len({answer.content for answer in answers}) == 1
+    assert calls(backend, "/_/slow/0.5?fleet") == 1
 
 
 def test_an_outage_degrades_to_the_local_tier(instances: tuple[Gateway, Gateway], backend: Backend,

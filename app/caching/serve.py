@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import gevent
 from flask import Response, current_app, g, request
 
 from app.auth import API_KEY_ENVIRON, Principal
@@ -27,6 +28,11 @@ _CONDITIONALS = ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE")
 # Decisions that say the answer depends on who asked: waiting callers go upstream themselves, at once.
 _PASS_REASONS = frozenset({"private", "no-store", "no-cache", "set-cookie", "credentials", "vary-star", "partial",
                            "too-large"})
+
+# How often a worker looks for the entry another instance is fetching, and how long an answer that
+# could not be shared lets every caller of that key go upstream without queueing.
+_POLL_SECONDS = 0.02
+_PASS_SECONDS = 1.0
 
 View = Callable[[], Any]
 
@@ -82,7 +88,8 @@ def serve(policy: RouteCache, view: View) -> Response:
         flight = runtime.flights.get(key)
         if flight is None:
             fwd = "vary-miss" if isinstance(spec, VarySpec) else "uri-miss"
-            return _lead(runtime, policy, view, (url, key, fwd), credentials, consumer is not None)
+            return _lead(runtime, policy, view, (url, key, fwd), credentials, consumer is not None,
+                         lambda: _lookup(runtime, url, policy, environ))
         if flight.waiters >= runtime.settings.max_waiters:
             return with_status(_response(view()), "fwd=miss; detail=too-many-waiters")
         started = runtime.clock()
@@ -99,6 +106,41 @@ def serve(policy: RouteCache, view: View) -> Response:
         # Stored (then the next lookup hits) or failed: then the first waiter to run leads the retry.
 
 
+def _lookup(runtime: CacheRuntime, url: str, policy: RouteCache, environ: dict[str, Any]) -> CachedResponse | None:
+    spec = runtime.get(url)
+    names = spec.names if isinstance(spec, VarySpec) else vary_spec(policy.vary, ())
+    entry = runtime.get(variant_key(url, names, environ))
+    return entry if isinstance(entry, CachedResponse) else None
+
+
+def _fleet_turn(runtime: CacheRuntime, key: str, lookup: Callable[[], CachedResponse | None]
+                ) -> CachedResponse | str:
+    """With a shared tier, one call per key for every worker of every instance: the entry another stored,
+    "lead" when this worker is to call upstream, or "pass" when the last answer could not be shared."""
+    shared = runtime.shared
+    if shared is None:
+        return "lead"
+    deadline = runtime.clock() + runtime.settings.wait_timeout
+    waited = False
+    while True:
+        turn = shared.claim(key, runtime.settings.wait_timeout)
+        if turn == "lead" and waited:
+            # The flight before ours ended: stored (then serve it) or failed (then we are next, alone).
+            entry = lookup()
+            if entry is not None:
+                shared.release(key, True, 0)
+                return entry
+        if turn != "busy":
+            return turn
+        waited = True
+        gevent.sleep(_POLL_SECONDS)
+        entry = lookup()
+        if entry is not None:
+            return entry
+        if runtime.clock() > deadline:
+            raise CacheWaitTimeout("Another request for this resource is still waiting for the upstream.")
+
+
 def _hit(runtime: CacheRuntime, entry: CachedResponse, head: bool) -> Response:
     now = runtime.clock()
     ttl = int(entry.expires - now)
@@ -107,14 +149,24 @@ def _hit(runtime: CacheRuntime, entry: CachedResponse, head: bool) -> Response:
 
 
 def _lead(runtime: CacheRuntime, policy: RouteCache, view: View, keys: tuple[str, str, str], credentials: bool,
-          consumer_scoped: bool) -> Response:
+          consumer_scoped: bool, lookup: Callable[[], CachedResponse | None]) -> Response:
     url, key, fwd = keys
     flight = runtime.flights[key] = Flight()
+    fleet = False
     try:
+        turn = _fleet_turn(runtime, key, lookup)
+        if isinstance(turn, CachedResponse):
+            return _hit(runtime, turn, False)
+        if turn == "pass":
+            flight.pass_through = True
+            return with_status(_response(view()), f"fwd={fwd}; detail=not-shareable")
+        fleet = runtime.shared is not None
         return _fetch(runtime, policy, view, url, fwd, flight, credentials, consumer_scoped)
     finally:
         del runtime.flights[key]
         flight.done.set()
+        if fleet and runtime.shared is not None:
+            runtime.shared.release(key, not flight.pass_through, _PASS_SECONDS)
 
 
 def _fetch(runtime: CacheRuntime, policy: RouteCache, view: View, url: str, fwd: str, flight: Flight,

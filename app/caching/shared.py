@@ -78,6 +78,35 @@ class SharedStore:
         except redis.RedisError as error:
             self._failed(error)
 
+    def claim(self, key: str, seconds: float) -> str:
+        """Fleet-wide single flight: "lead" (this caller fetches; also when Redis is down), "pass" or "busy"."""
+        if not self.available:
+            return "lead"
+        lock = _PREFIX + "lock:" + key
+        try:
+            if self.client.set(lock, b"busy", nx=True, px=math.ceil(seconds * 1000)):
+                return "lead"
+            state = self.client.get(lock)
+        except redis.RedisError as error:
+            self._failed(error)
+            return "lead"
+        if state is None:
+            return self.claim(key, seconds) if self.available else "lead"
+        return "pass" if state == b"pass" else "busy"
+
+    def release(self, key: str, shareable: bool, pass_seconds: float) -> None:
+        """End a flight: waiters retry (the answer was stored, or failed), or go upstream ("pass") for a while."""
+        if not self.available:
+            return
+        lock = _PREFIX + "lock:" + key
+        try:
+            if shareable:
+                self.client.delete(lock)
+            else:
+                self.client.set(lock, b"pass", px=math.ceil(pass_seconds * 1000))
+        except redis.RedisError as error:
+            self._failed(error)
+
     def purge(self, kind: str, value: str) -> int:
         """Delete the entries of a path, a path prefix or a tag; how many keys went (-1: Redis is down)."""
         try:
