@@ -16,7 +16,7 @@ from app.auth import public
 from app.caching import cache, cache_response, mark_uncacheable
 from app.errors import UpstreamUnreachable
 from app.proxy import ProxyResponse
-from tests.conftest import AppFactory
+from tests.conftest import AppFactory, echo_config
 from tests.fakes.backend import Backend, pattern_bytes
 
 PURGE_TOKEN = "purge-token-for-tests-0123456789abcdef"
@@ -307,3 +307,14 @@ def test_waiting_is_bounded(make_app: AppFactory, tmp_path: Path) -> None:
     assert sorted(answer.status_code for answer in answers) == [200] + [504] * 4
     assert all(answer.mimetype == "application/problem+json" for answer in answers if answer.status_code == 504)
     assert state["calls"] == 1
+
+
+def test_an_app_without_cached_routes_keeps_no_journal(make_app: AppFactory, backend: Backend,
+                                                       tmp_path: Path) -> None:
+    journal = tmp_path / "journal"
+    uncached = make_app(**echo_config(backend), CACHE={"journal": str(journal)}).test_client()
+    assert uncached.post("/x").status_code == 200
+    assert not journal.exists()
+    cached = cached_app(make_app, backend, tmp_path).test_client()
+    assert cached.post("/x").status_code == 200
+    assert journal.read_text().startswith('["path", "/x", ')

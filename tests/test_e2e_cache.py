@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -77,7 +78,11 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Itera
     """Two gevent workers, each with its own local tier."""
     running = start(tmp_path_factory.mktemp("cache"), config(backend), workers=2)
     yield running
+    assert running.process is not None
+    journal = Path(tempfile.gettempdir(), f"frontdesk-cache-{running.process.pid}.journal")
     running.stop()
+    assert journal.exists()  # the default journal: one per gunicorn master
+    journal.unlink()
 
 
 def calls(backend: Backend, target: str) -> int:

@@ -23,6 +23,7 @@ __all__ = ["EXTENSION", "Cache", "apply_cache", "cache", "cache_response", "inva
 #: Where the cache runtime lives in ``app.extensions``.
 EXTENSION = "frontdesk.cache"
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_ATTRIBUTE = "frontdesk_cache_policy"
 
 View = TypeVar("View", bound=Callable[..., Any])
 
@@ -61,6 +62,7 @@ def apply_cache(policy: RouteCache) -> Callable[[View], View]:
         def cached(*args: Any, **kwargs: Any) -> Any:
             return serve(policy, functools.partial(view, *args, **kwargs))
 
+        setattr(cached, _ATTRIBUTE, policy)
         return cast(View, cached)
 
     return decorate
@@ -76,7 +78,11 @@ def cache_response(*, ttl: float, vary: Iterable[str] = (), scope: str = "public
 def invalidate_after_write(response: Response) -> Response:
     """After a successful POST/PUT/PATCH/DELETE, drop what every worker stored for that path (RFC 9111 4.4)."""
     if request.method in _UNSAFE and response.status_code < 400:
-        current_app.extensions[EXTENSION].purge("path", request.path)
+        runtime: CacheRuntime = current_app.extensions[EXTENSION]
+        if runtime.in_use is None:  # once per worker: an app without cached routes writes no journal
+            runtime.in_use = any(hasattr(view, _ATTRIBUTE) for view in current_app.view_functions.values())
+        if runtime.in_use:
+            runtime.purge("path", request.path)
     return response
 
 

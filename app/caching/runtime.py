@@ -40,6 +40,7 @@ class CacheRuntime:
         self.shared = (SharedStore(settings.shared_uri, settings.shared_timeout, settings.shared_retry, clock)
                        if settings.shared_uri else None)
         self.flights: dict[str, Flight] = {}
+        self.in_use: bool | None = None  # whether any view of the app is cached; None until first needed
 
     def get(self, key: str) -> Item | None:
         """From the local tier, else the shared one (then kept locally for a while)."""
