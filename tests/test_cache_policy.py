@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from app.auth import Principal
 from app.caching.entry import CachedResponse, VarySpec, decode, encode
 from app.caching.keys import normalise_query, url_key, variant_key, vary_spec
 from app.caching.local import Journal, LocalStore
 from app.caching.policy import decide
+from app.caching.serve import consumer_key
 
 NOW = 1_000_000.0
 
@@ -165,3 +167,14 @@ def test_journal_carries_marks_between_workers(tmp_path: Path) -> None:
     Path(path).write_bytes(b"")
     journal_two.poll()
     assert two.get("b") is None
+
+
+def test_consumer_keys_tell_users_of_one_client_apart() -> None:
+    def token(subject: str | None, consumer: str | None) -> Principal:
+        return Principal(scheme="jwt", subject=subject, consumer=consumer, scopes=frozenset())
+
+    keys = {consumer_key(token("alice", "web")), consumer_key(token("bob", "web")),
+            consumer_key(token("alice", None)), consumer_key(token(None, "alice")),
+            consumer_key(Principal(scheme="api_key", subject=None, consumer="alice", scopes=frozenset()))}
+    assert len(keys) == 5 and None not in keys
+    assert consumer_key(token(None, None)) is None and consumer_key(None) is None

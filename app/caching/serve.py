@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,7 @@ from app.caching.runtime import CacheRuntime, Flight
 from app.caching.settings import RouteCache
 from app.proxy.upstream import raw_target
 
-__all__ = ["PARTIAL_ENVIRON", "PARTIAL_HEADER", "mark_uncacheable", "serve"]
+__all__ = ["PARTIAL_ENVIRON", "PARTIAL_HEADER", "consumer_key", "mark_uncacheable", "serve"]
 
 #: A view (or a future aggregation) sets this in the environ, or this response header, to keep an answer
 #: out of the cache: a partial answer must never be served as a whole one.
@@ -46,11 +47,12 @@ def _credentials(environ: dict[str, Any]) -> bool:
     return any(name in environ for name in ("HTTP_AUTHORIZATION", API_KEY_ENVIRON, "HTTP_COOKIE"))
 
 
-def _consumer(principal: Principal | None) -> str | None:
-    if principal is None:
+def consumer_key(principal: Principal | None) -> str | None:
+    """Who a consumer-scoped entry belongs to: scheme, consumer and subject (None: nobody verified)."""
+    if principal is None or (principal.consumer is None and principal.subject is None):
         return None
-    who = principal.consumer or principal.subject
-    return f"{principal.scheme}:{who}" if who else None
+    # Both parts: a token's consumer (azp) is the client application, shared by all of its users.
+    return json.dumps([principal.scheme, principal.consumer, principal.subject])
 
 
 def serve(policy: RouteCache, view: View) -> Response:
@@ -64,7 +66,7 @@ def serve(policy: RouteCache, view: View) -> Response:
     credentials = _credentials(environ)
     consumer = None
     if policy.scope == "consumer":
-        consumer = _consumer(g.get("principal"))
+        consumer = consumer_key(g.get("principal"))
         if consumer is None and credentials:
             return with_status(_response(view()), "fwd=bypass; detail=no-consumer")
     raw_path, _, raw_query = raw_target(environ)
