@@ -49,6 +49,7 @@ def gateway(make_app: AppFactory, backend: Backend, tmp_path: Path) -> FlaskClie
     ({"max_item_bytes": 0}, "cache.max_item_bytes"),
     ({"max_bytes": 2048, "max_item_bytes": 4096}, "cache.max_item_bytes"),
     ({"shared_uri": "http://localhost"}, "cache.shared_uri"),
+    ({"shared_uri": "redis://:secret-password@localhost:notaport/0"}, "cache.shared_uri"),
     ({"purge_token": "short"}, "cache.purge_token"),
     ({"admin_path": "no-slash"}, "cache.admin_path"),
     ({"admin_path": "/trailing/"}, "cache.admin_path"),
@@ -60,7 +61,8 @@ def test_bad_cache_settings_stop_the_start(make_app: AppFactory, settings: dict[
     with pytest.raises(ConfigError) as caught:
         make_app(CACHE=settings)
     assert caught.value.key == key
-    assert "short" not in str(caught.value) or key != "cache.purge_token"  # the secret is never echoed
+    assert "short" not in str(caught.value) or key != "cache.purge_token"  # secrets are never echoed
+    assert "secret-password" not in str(caught.value)
 
 
 @pytest.mark.parametrize(("policy", "key"), [

@@ -84,7 +84,8 @@ def read_cache(config: Mapping[str, Any]) -> CacheSettings:
     shared_uri = section.raw("shared_uri", "")
     if not isinstance(shared_uri, str) or (shared_uri and not shared_uri.startswith(("redis://", "rediss://",
                                                                                      "unix://"))):
-        raise ConfigError(section.key("shared_uri"), shared_uri, '"" or a redis://, rediss:// or unix:// URI')
+        shown = shared_uri if isinstance(shared_uri, str) and "@" not in shared_uri else "<hidden>"
+        raise ConfigError(section.key("shared_uri"), shown, '"" or a redis://, rediss:// or unix:// URI')
     purge_token = section.raw("purge_token", "")
     if not isinstance(purge_token, str) or (purge_token and len(purge_token) < _MIN_PURGE_TOKEN):
         raise ConfigError(section.key("purge_token"), "<hidden>",
