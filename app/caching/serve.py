@@ -69,11 +69,7 @@ def serve(policy: RouteCache, view: View) -> Response:
         consumer = consumer_key(g.get("principal"))
         if consumer is None and credentials:
             return with_status(_response(view()), "fwd=bypass; detail=no-consumer")
-    raw_path, _, raw_query = raw_target(environ)
-    rule = request.url_rule
-    # The target URI includes its authority (RFC 9111 4): one host's answer is never another's.
-    origin = f"{environ.get('wsgi.url_scheme', 'http')}://{environ.get('HTTP_HOST', '')}"
-    url = url_key(f"{request.endpoint} {rule.rule if rule else ''}", origin, raw_path, raw_query, consumer)
+    url = _url(environ, consumer)
     runtime.journal.poll()
 
     head = request.method == "HEAD"
@@ -94,18 +90,31 @@ def serve(policy: RouteCache, view: View) -> Response:
                          lambda: _lookup(runtime, url, policy, environ))
         if flight.waiters >= runtime.settings.max_waiters:
             return with_status(_response(view()), "fwd=miss; detail=too-many-waiters")
-        started = runtime.clock()
-        flight.waiters += 1
-        try:
-            finished = flight.done.wait(wait_left)
-        finally:
-            flight.waiters -= 1
-        wait_left -= runtime.clock() - started
-        if not finished or wait_left <= 0:
-            raise CacheWaitTimeout("Another request for this resource is still waiting for the upstream.")
+        wait_left = _await(runtime, flight, wait_left)
         if flight.pass_through:
             return with_status(_response(view()), "fwd=miss; detail=not-shareable")
         # Stored (then the next lookup hits) or failed: then the first waiter to run leads the retry.
+
+
+def _url(environ: dict[str, Any], consumer: str | None) -> str:
+    raw_path, _, raw_query = raw_target(environ)
+    rule = request.url_rule
+    # The target URI includes its authority (RFC 9111 4): one host's answer is never another's.
+    origin = f"{environ.get('wsgi.url_scheme', 'http')}://{environ.get('HTTP_HOST', '')}"
+    return url_key(f"{request.endpoint} {rule.rule if rule else ''}", origin, raw_path, raw_query, consumer)
+
+
+def _await(runtime: CacheRuntime, flight: Flight, wait_left: float) -> float:
+    """Wait for another request's upstream call; the waiting time left, or a 504 when it ran out."""
+    started = runtime.clock()
+    flight.waiters += 1
+    try:
+        finished = flight.done.wait(max(wait_left, 0))
+    finally:
+        flight.waiters -= 1
+    if not finished:
+        raise CacheWaitTimeout("Another request for this resource is still waiting for the upstream.")
+    return wait_left - (runtime.clock() - started)
 
 
 def _lookup(runtime: CacheRuntime, url: str, policy: RouteCache, environ: dict[str, Any]) -> CachedResponse | None:
