@@ -320,3 +320,12 @@ def test_an_app_without_cached_routes_keeps_no_journal(make_app: AppFactory, bac
     cached = cached_app(make_app, backend, tmp_path).test_client()
     assert cached.post("/x").status_code == 200
     assert journal.read_text().startswith('["path", "/x", ')
+
+
+def test_stats_need_the_admin_token(gateway: FlaskClient) -> None:
+    refused = gateway.get("/_frontdesk/cache/stats", headers={"Authorization": "Bearer nope"})
+    assert refused.status_code == 401 and refused.mimetype == "application/problem+json"
+    gateway.get("/s")
+    stats = gateway.get("/_frontdesk/cache/stats", headers={"Authorization": f"Bearer {PURGE_TOKEN}"}).json
+    assert stats is not None
+    assert stats["local_items"] == 2 and 0 < stats["local_bytes"] <= stats["max_bytes"]  # vary spec + entry
