@@ -13,6 +13,7 @@ from typing import Any
 from flask import Blueprint, Flask
 
 from app.auth import auth
+from app.caching import cache
 from app.config import ConfigError, load_config
 from app.edge import read_edge_settings, wrap_wsgi
 from app.errors import register_error_handlers
@@ -53,6 +54,7 @@ def create_app(
     upstreams.init_app(app)
     auth.init_app(app)
     limiter.init_app(app)  # first before_request: the app-wide limit per client address
+    cache.init_app(app)
     install_hooks(app)
     register_error_handlers(app)
 
@@ -66,7 +68,7 @@ def create_app(
         scrape = build_metrics_blueprint(metrics_settings)
         limiter.exempt(scrape)  # like health: never rate limited
         gateway_endpoints += (scrape,)
-    for blueprint in (*gateway_endpoints, build_routes_blueprint(routes), *blueprints):
+    for blueprint in (*gateway_endpoints, build_routes_blueprint(routes), *cache.blueprints(app), *blueprints):
         app.register_blueprint(blueprint)
     auth.check(app)  # every route registered by now must carry an auth policy
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask, request
 
 from app.auth import take_credentials
+from app.caching import invalidate_after_write
 from app.edge import ROUTE_ENVIRON
 
 __all__ = ["install_hooks"]
@@ -14,6 +15,7 @@ def install_hooks(app: Flask) -> None:
     """Register every before/after-request hook, in execution order."""
     app.before_request(_note_route)
     app.before_request(take_credentials)  # before any view's auth policy reads the credentials
+    app.after_request(invalidate_after_write)  # a successful write drops that path's stored answers
 
 
 def _note_route() -> None:

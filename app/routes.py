@@ -11,6 +11,7 @@ from flask import Blueprint
 from werkzeug.routing import Map, Rule, ValidationError
 
 from app.auth import AuthPolicy, apply_policy, read_route_policy
+from app.caching import RouteCache, apply_cache, read_route_cache
 from app.config import ConfigError, Section
 from app.proxy import ProxyResponse, Upstream, UpstreamPath
 from app.ratelimit import check_limits, limit_declared_route
@@ -34,6 +35,7 @@ class RouteSettings:
     auth: AuthPolicy | None  # None: start-up refuses the route (no route is public by accident)
     retry_any_method: bool = False  # the upstream's retry policy covers POST/PATCH here too
     limits: tuple[str, ...] = ()  # per consumer when authenticated, per client address otherwise
+    cache: RouteCache | None = None  # None: never cached
 
 
 def read_routes(config: Mapping[str, Any], upstream_names: Collection[str]) -> tuple[RouteSettings, ...]:
@@ -93,9 +95,10 @@ def _read_route(section: Section, default_methods: tuple[str, ...], default_auth
     auth = read_route_policy(section.key("auth"), section.raw("auth")) if section.has("auth") else default_auth
     retry_any_method = section.boolean("retry_any_method", False)
     limits = check_limits(section.key("limits"), section.raw("limits", []))
+    cache = read_route_cache(section.key("cache"), section.raw("cache")) if section.has("cache") else None
     section.done()
     return RouteSettings(name=name, path=path, methods=methods, upstream=upstream, upstream_path=upstream_path,
-                         auth=auth, retry_any_method=retry_any_method, limits=limits)
+                         auth=auth, retry_any_method=retry_any_method, limits=limits, cache=cache)
 
 
 def _rule_variables(key: str, path: str) -> frozenset[str]:
@@ -142,9 +145,13 @@ def build_routes_blueprint(routes: tuple[RouteSettings, ...]) -> Blueprint:
     """The built-in blueprint: one view per declared route, made like any hand-written one (auth, then limit)."""
     blueprint = Blueprint("routes", __name__)
     for route in routes:
+        # Applied inside out, so a request meets them in the house order: auth, limit, cache, view.
         view = _forwarding_view(route, blueprint)
+        # Wrapped innermost first, so they run in the house order: auth, limit, cache, view.
+        if route.cache is not None:
+            view = apply_cache(route.cache)(view)
         authenticated = route.auth is not None and not route.auth.public
-        if route.limits or authenticated:
+        if route.limits or authenticated:  # before the cache: a cache hit still counts against the quota
             view = limit_declared_route(route.limits, authenticated=authenticated)(view)
         if route.auth is not None:
             view = apply_policy(route.auth)(view)

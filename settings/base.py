@@ -96,5 +96,21 @@ class Base:
         "default_plan": None,  # the plan of callers whose credential names none (or an unknown one)
     }
 
+    # [cache]: response caching (docs/caching.md). Routes opt in with cache = { ttl, vary, scope }.
+    CACHE: dict[str, Any] = {
+        "max_bytes": 64 * 1024 * 1024,  # per worker: the whole local tier, bodies and headers, bounded by bytes
+        "max_item_bytes": 1024 * 1024,  # larger answers stream through unstored
+        "shared_uri": "",  # redis://host:port/db: a tier shared by every worker and instance; "" for none
+        "shared_timeout": 0.1,  # seconds to connect to or hear from Redis before the tier counts as down
+        "shared_retry": 5.0,  # seconds the shared tier is left alone after a failure
+        "local_ttl": 2.0,  # with a shared tier: seconds a worker keeps its own copy (bounds other instances' purges)
+        "wait_timeout": 15.0,  # seconds concurrent misses wait for the one upstream call before a 504
+        "max_waiters": 1000,  # waiters per key; beyond that a request goes upstream itself
+        "surrogate_header": "Surrogate-Key",  # upstream response header with space-separated purge tags
+        "purge_token": "",  # the admin endpoints' bearer secret, from GATEWAY_CACHE__PURGE_TOKEN; "" disables it
+        "admin_path": "/_frontdesk/cache",  # POST <admin_path>/purge, GET <admin_path>/stats (with purge_token)
+        "journal": "",  # file shared by one instance's workers for purges; "" = a temp file per gunicorn master
+    }
+
     # [[routes]]: declared routes, compiled into the built-in "routes" blueprint. None by default.
     ROUTES: list[dict[str, Any]] = []

@@ -20,8 +20,8 @@ from settings.development import Development
 from settings.testing import Testing
 from tests.conftest import AppFactory
 
-KNOWN_SECTIONS = ("auth, edge, log, metrics, ratelimit, route_defaults, routes, tracing, upstream_defaults, "
-                  "upstreams")
+KNOWN_SECTIONS = ("auth, cache, edge, log, metrics, ratelimit, route_defaults, routes, tracing, "
+                  "upstream_defaults, upstreams")
 TARGET_EXPECTED = "an http:// or https:// URL with a host and no path, query or credentials"
 
 

@@ -26,7 +26,7 @@ from app.proxy.settings import UpstreamSettings, read_upstreams
 from app.proxy.transport import ProxyResponse, build_request, build_response
 from app.tracing import TRACE_ENVIRON, CallSpan, RequestSpan
 
-__all__ = ["Upstream", "Upstreams", "upstreams"]
+__all__ = ["Upstream", "Upstreams", "raw_target", "upstreams"]
 
 _EXTENSION = "frontdesk.upstreams"
 # Characters a path may carry unencoded; "%" keeps escapes the caller already made.
@@ -122,7 +122,7 @@ class Upstream:
         methods too: only for a route whose upstream makes them safe (an idempotency key).
         """
         environ = request.environ
-        raw_path, _, raw_query = _raw_target(environ)
+        raw_path, _, raw_query = raw_target(environ)
         check_path(raw_path)
         upstream_path = raw_path if path is None else quote(path, safe=_PATH_SAFE)
         query = raw_query if query is None else query
@@ -189,7 +189,7 @@ def _start_call(environ: dict[str, Any], upstream: str, target: str, headers: di
     return call
 
 
-def _raw_target(environ: dict[str, object]) -> tuple[str, str, str]:
+def raw_target(environ: dict[str, object]) -> tuple[str, str, str]:
     """The path and query exactly as the client sent them (absolute-form reduced to origin-form)."""
     uri = environ.get("RAW_URI") or environ.get("REQUEST_URI")
     if isinstance(uri, str) and uri:

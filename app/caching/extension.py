@@ -1,0 +1,139 @@
+"""The ``cache`` extension, the ``cache_response`` decorator, invalidation after writes, the purge endpoint."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import os
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar, cast
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+
+from app.auth import public
+from app.caching.errors import BadPurge, PurgeRefused
+from app.caching.local import KINDS
+from app.caching.runtime import CacheRuntime
+from app.caching.serve import serve
+from app.caching.settings import RouteCache, read_cache, route_cache
+from app.config import ConfigError
+
+__all__ = ["EXTENSION", "Cache", "apply_cache", "cache", "cache_response", "invalidate_after_write"]
+
+#: Where the cache runtime lives in ``app.extensions``.
+EXTENSION = "frontdesk.cache"
+_UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_ATTRIBUTE = "frontdesk_cache_policy"
+
+View = TypeVar("View", bound=Callable[..., Any])
+
+
+class Cache:
+    """The app-less extension: ``init_app`` builds this worker's tiers; ``blueprints`` adds the purge endpoint."""
+
+    def init_app(self, app: Flask) -> None:
+        """Read [cache] and build this app's (this worker's) tiers."""
+        settings = read_cache(app.config)
+        try:
+            runtime = CacheRuntime(settings)
+        except ValueError as error:  # redis-py parses the URI here (port, database...)
+            raise ConfigError("cache.shared_uri", _without_password(settings.shared_uri),
+                              f"a valid Redis URI ({error})") from None
+        app.extensions[EXTENSION] = runtime
+
+    def runtime(self, app: Flask | None = None) -> CacheRuntime:
+        """The app's cache state (tests and benchmarks reach the tiers through it)."""
+        runtime: CacheRuntime = (app or current_app).extensions[EXTENSION]
+        return runtime
+
+    def blueprints(self, app: Flask) -> tuple[Blueprint, ...]:
+        """The purge and statistics endpoints, when a purge token is configured; nothing otherwise."""
+        settings = self.runtime(app).settings
+        if settings.purge_token is None:
+            return ()
+        blueprint = Blueprint("cache", __name__, url_prefix=settings.admin_path)
+        blueprint.add_url_rule("/purge", endpoint="purge", view_func=_purge, methods=["POST"])
+        blueprint.add_url_rule("/stats", endpoint="stats", view_func=_stats, methods=["GET"])
+        return (blueprint,)
+
+
+#: The one instance ``create_app`` initialises.
+cache = Cache()
+
+
+def _without_password(uri: str | None) -> str | None:
+    """The URI as errors may show it: a password in it is replaced."""
+    if uri is None or "@" not in uri:
+        return uri
+    scheme, _, rest = uri.partition("://")
+    return f"{scheme}://<credentials>@{rest.rpartition('@')[2]}"
+
+
+def apply_cache(policy: RouteCache) -> Callable[[View], View]:
+    """The decorator that serves a view through the cache under ``policy``."""
+    def decorate(view: View) -> View:
+        @functools.wraps(view)
+        def cached(*args: Any, **kwargs: Any) -> Any:
+            return serve(policy, functools.partial(view, *args, **kwargs))
+
+        setattr(cached, _ATTRIBUTE, policy)
+        return cast(View, cached)
+
+    return decorate
+
+
+def cache_response(*, ttl: float, vary: Iterable[str] = (), scope: str = "public") -> Callable[[View], View]:
+    """Serve GET/HEAD from the cache for up to ``ttl`` seconds; place it after auth and limit, before the view."""
+    if isinstance(vary, str):
+        vary = (vary,)
+    return apply_cache(route_cache("cache_response", ttl, tuple(vary), scope))
+
+
+def invalidate_after_write(response: Response) -> Response:
+    """After a successful POST/PUT/PATCH/DELETE, drop what every worker stored for that path (RFC 9111 4.4)."""
+    if request.method in _UNSAFE and response.status_code < 400:
+        runtime: CacheRuntime = current_app.extensions[EXTENSION]
+        if runtime.in_use is None:  # once per worker: an app without cached routes writes no journal
+            runtime.in_use = any(hasattr(view, _ATTRIBUTE) for view in current_app.view_functions.values())
+        if runtime.in_use:
+            runtime.purge("path", request.path)
+    return response
+
+
+def _admin() -> CacheRuntime:
+    """The runtime, once the request has shown the admin bearer token."""
+    runtime: CacheRuntime = current_app.extensions[EXTENSION]
+    token = runtime.settings.purge_token or ""
+    scheme, _, sent = request.headers.get("Authorization", "").partition(" ")
+    # Digests first: compare_digest's time then does not depend on the lengths either.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(hashlib.sha256(sent.strip().encode()).digest(),
+                                                             hashlib.sha256(token.encode()).digest()):
+        raise PurgeRefused("The cache admin endpoints need their bearer token.")
+    return runtime
+
+
+@public  # not the gateway's auth: the admin endpoints check their own credential
+def _stats() -> Response:
+    """This worker's local tier: bytes charged against max_bytes."""
+    runtime = _admin()
+    runtime.journal.poll()
+    return jsonify({"pid": os.getpid(), "local_bytes": runtime.local.size, "local_items": len(runtime.local),
+                    "max_bytes": runtime.settings.max_bytes,
+                    "shared": None if runtime.shared is None else runtime.shared.available})
+
+
+@public  # not the gateway's auth: the admin endpoints check their own credential
+def _purge() -> Response:
+    """Purge stored answers by exact path, path prefix or surrogate key."""
+    runtime = _admin()
+    document = request.get_json(silent=True)
+    if not isinstance(document, dict) or len(document) != 1:
+        raise BadPurge('Send a JSON object with exactly one of "path", "prefix" or "tag".')
+    kind, value = next(iter(document.items()))
+    if kind not in KINDS or not isinstance(value, str) or not value or len(value) > 2048:
+        raise BadPurge('Send a JSON object with exactly one of "path", "prefix" or "tag" (a non-empty string).')
+    if kind != "tag" and not value.startswith("/"):
+        raise BadPurge(f"A {kind} starts with /.")
+    shared = runtime.purge(kind, value)
+    return jsonify({"purged": {kind: value}, "shared_keys_deleted": shared})

@@ -1,0 +1,88 @@
+"""Stored entries in and out: read a response's body under a size limit, rebuild a fresh one per hit."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+from flask import Response
+
+from app.caching.entry import CachedResponse
+from app.caching.policy import header_values
+from app.errors import UpstreamUnreachable
+from app.proxy import ProxyResponse
+
+__all__ = ["CACHE_NAME", "fresh_response", "not_modified", "read_body", "with_status"]
+
+#: Our name in Cache-Status (RFC 9211).
+CACHE_NAME = "frontdesk"
+# RFC 9110 15.4.5: the fields a 304 carries from the full response it stands for.
+_NOT_MODIFIED_FIELDS = frozenset({"cache-control", "content-location", "date", "etag", "expires", "vary", "via"})
+_NO_BODY = frozenset({204, 304})
+
+
+def read_body(response: Response, limit: int) -> bytes | Response:
+    """The whole body when it fits in ``limit`` bytes; otherwise a response streaming it all, unstored."""
+    length = response.headers.get("Content-Length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        return response
+    chunks: list[bytes] = []
+    size = 0
+    iterator = response.iter_encoded()
+    try:
+        for chunk in iterator:
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                # Too big after all (chunked): what was read goes first, the rest streams as it comes.
+                rest = ProxyResponse(itertools.chain(chunks, iterator), status=response.status_code,
+                                     headers=list(response.headers.items()))
+                rest.call_on_close(response.close)
+                return rest
+    except ConnectionResetError:
+        response.close()
+        # The head has not been sent yet, so the client can get an honest error instead of a cut body.
+        raise UpstreamUnreachable("The upstream body broke off.") from None
+    response.close()
+    return b"".join(chunks)
+
+
+def with_status(response: Response, member: str) -> Response:
+    """Append our Cache-Status member (after any the upstream's caches added)."""
+    response.headers.add("Cache-Status", f"{CACHE_NAME}; {member}")
+    return response
+
+
+def _age(entry: CachedResponse, now: float) -> int:
+    return entry.initial_age + max(0, int(now - entry.requested_at))
+
+
+def fresh_response(entry: CachedResponse, now: float, head: bool) -> ProxyResponse:
+    """A new response object for one hit: the stored status, headers and bytes, with Age."""
+    headers = [(name, value) for name, value in entry.headers if name.lower() != "age"]
+    headers.append(("Age", str(_age(entry, now))))
+    body: Iterator[bytes] | list[bytes] = [] if head else [entry.body]
+    return ProxyResponse(body, status=entry.status, headers=headers)
+
+
+def not_modified(entry: CachedResponse, if_none_match: str | None, now: float) -> ProxyResponse | None:
+    """A 304 when the stored entry's ETag matches ``If-None-Match`` (weak comparison), else None."""
+    if if_none_match is None or entry.etag is None or entry.status != 200:
+        return None
+    wanted = header_values([("If-None-Match", if_none_match)], "If-None-Match")
+    if "*" not in wanted and _opaque(entry.etag) not in {_opaque(tag) for tag in wanted}:
+        return None
+    headers = [(name, value) for name, value in entry.headers if name.lower() in _NOT_MODIFIED_FIELDS]
+    headers.append(("Age", str(_age(entry, now))))
+    return ProxyResponse([], status=304, headers=headers)
+
+
+def _opaque(tag: str) -> str:
+    return tag[2:] if tag.startswith("W/") else tag
+
+
+def content_length_headers(headers: list[tuple[str, str]], status: int, body: bytes) -> list[tuple[str, str]]:
+    """The headers to store: a chunked answer read whole gets its Content-Length."""
+    if status in _NO_BODY or any(name.lower() == "content-length" for name, _ in headers):
+        return headers
+    return [*headers, ("Content-Length", str(len(body)))]

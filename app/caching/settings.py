@@ -1,0 +1,110 @@
+"""The [cache] table and a route's cache policy, read once into frozen settings."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from app.config import ConfigError, Section
+
+__all__ = ["SCOPES", "CacheSettings", "RouteCache", "read_cache", "read_route_cache", "route_cache"]
+
+#: Who may share a stored response: anyone (credentialed requests only when the upstream says
+#: ``public``), or only the verified consumer that caused it to be stored.
+SCOPES = ("public", "consumer")
+_HEADER_NAME = r"[A-Za-z0-9!#$%&'*+.^_`|~-]+"
+_MIN_PURGE_TOKEN = 32
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """How much each worker keeps, the optional shared tier, and the purge endpoint."""
+
+    max_bytes: int
+    max_item_bytes: int
+    shared_uri: str | None
+    shared_timeout: float  # seconds for a Redis connect or reply before the tier counts as down
+    shared_retry: float  # seconds the shared tier is left alone after a failure
+    local_ttl: float  # with a shared tier: how long a worker keeps its own copy (other instances' purges)
+    wait_timeout: float  # how long concurrent misses wait for the one upstream call
+    max_waiters: int  # waiters per key beyond which a request goes upstream itself
+    surrogate_header: str
+    purge_token: str | None
+    admin_path: str  # the purge endpoint is <admin_path>/purge, the worker's statistics <admin_path>/stats
+    journal: str  # the file through which one instance's workers share purges and invalidations
+
+
+@dataclass(frozen=True)
+class RouteCache:
+    """One route's cache policy: the TTL ceiling, the request headers it varies on, the scope."""
+
+    ttl: float
+    vary: tuple[str, ...]
+    scope: str
+
+
+def route_cache(key: str, ttl: float, vary: object, scope: str) -> RouteCache:
+    """A checked policy; ``key`` names it in errors (a decorator or a [[routes]] entry)."""
+    return _read_policy(Section(key, {"ttl": ttl, "vary": list(vary) if isinstance(vary, tuple) else vary,
+                                      "scope": scope}))
+
+
+def read_route_cache(key: str, value: object) -> RouteCache:
+    """A declared route's ``cache = { ttl, vary, scope }``."""
+    return _read_policy(Section(key, value))
+
+
+def _read_policy(section: Section) -> RouteCache:
+    ttl = section.seconds("ttl")
+    vary = section.strings("vary", ())
+    for name in vary:
+        if not _is_header_name(name) or name.lower() in ("*", "cookie", "authorization"):
+            raise ConfigError(section.key("vary"), name, "request header names (never *, Cookie or Authorization: "
+                                                         "credentials are handled by scope)")
+    scope = section.string("scope", "public", choices=SCOPES)
+    section.done()
+    return RouteCache(ttl=ttl, vary=tuple(sorted({name.lower() for name in vary})), scope=scope)
+
+
+def _is_header_name(name: str) -> bool:
+    return re.fullmatch(_HEADER_NAME, name) is not None
+
+
+def read_cache(config: Mapping[str, Any]) -> CacheSettings:
+    """Read and check [cache]."""
+    section = Section("cache", config["CACHE"])
+    max_bytes = section.integer("max_bytes", minimum=1024)
+    max_item_bytes = section.integer("max_item_bytes", minimum=1)
+    if max_item_bytes > max_bytes:
+        raise ConfigError(section.key("max_item_bytes"), max_item_bytes, f"at most max_bytes ({max_bytes})")
+    shared_uri = section.raw("shared_uri", "")
+    if not isinstance(shared_uri, str) or (shared_uri and not shared_uri.startswith(("redis://", "rediss://",
+                                                                                     "unix://"))):
+        shown = shared_uri if isinstance(shared_uri, str) and "@" not in shared_uri else "<hidden>"
+        raise ConfigError(section.key("shared_uri"), shown, '"" or a redis://, rediss:// or unix:// URI')
+    purge_token = section.raw("purge_token", "")
+    if not isinstance(purge_token, str) or (purge_token and len(purge_token) < _MIN_PURGE_TOKEN):
+        raise ConfigError(section.key("purge_token"), "<hidden>",
+                          f'"" (no purge endpoint) or a secret of at least {_MIN_PURGE_TOKEN} characters '
+                          "(set GATEWAY_CACHE__PURGE_TOKEN)")
+    admin_path = section.string("admin_path", pattern=r"(/[A-Za-z0-9_.-]+)+",
+                                expected="a plain path starting with /, without a trailing /")
+    surrogate_header = section.string("surrogate_header", pattern=_HEADER_NAME, expected="a header name")
+    journal = section.raw("journal", "")
+    if not isinstance(journal, str):
+        raise ConfigError(section.key("journal"), journal, "a file path, or \"\" for one per gunicorn master")
+    settings = CacheSettings(
+        max_bytes=max_bytes, max_item_bytes=max_item_bytes, shared_uri=shared_uri or None,
+        shared_timeout=section.seconds("shared_timeout"), shared_retry=section.seconds("shared_retry"),
+        local_ttl=section.seconds("local_ttl"), wait_timeout=section.seconds("wait_timeout"),
+        max_waiters=section.integer("max_waiters", minimum=1), surrogate_header=surrogate_header,
+        purge_token=purge_token or None, admin_path=admin_path,
+        # Workers of one gunicorn master share their parent's pid: one journal per instance.
+        journal=journal or os.path.join(tempfile.gettempdir(), f"frontdesk-cache-{os.getppid()}.journal"),
+    )
+    section.done()
+    return settings
