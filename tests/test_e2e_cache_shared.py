@@ -12,7 +12,7 @@ import requests
 
 from tests.fakes.backend import Backend
 from tests.gateway import Gateway
-from tests.redis_server import RedisServer
+from tests.fakes.redisd import RedisServer
 from tests.test_e2e_cache import PURGE_TOKEN, calls, config, start
 
 pytestmark = pytest.mark.e2e
@@ -28,6 +28,7 @@ def backend() -> Iterator[Backend]:
 
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """This module's own server (it stops it, for the outage test), not the session's shared one."""
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
@@ -36,7 +37,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture(scope="module")
 def instances(tmp_path_factory: pytest.TempPathFactory, backend: Backend,
               redis_server: RedisServer) -> Iterator[tuple[Gateway, Gateway]]:
-    shared = f'shared_uri = "{redis_server.uri}"\nlocal_ttl = {LOCAL_TTL}\nshared_retry = 1'
+    shared = f'shared_uri = "{redis_server.url}"\nlocal_ttl = {LOCAL_TTL}\nshared_retry = 1'
     # Each instance gets its own directory, so its own journal: only Redis connects them.
     pair = []
     for name in ("one", "two"):
