@@ -53,9 +53,11 @@ def create_app(
     app.wsgi_app = wrap_wsgi(app.wsgi_app, edge, tracer)  # type: ignore[method-assign,assignment]
     upstreams.init_app(app)
     auth.init_app(app)
-    limiter.init_app(app)  # first before_request: the app-wide limit per client address
-    cache.init_app(app)
+    # The gateway's own hooks first (cheap: note the route for the access log, move credentials
+    # off the headers), then the limiter's, so even an app-wide 429 is logged with its route.
     install_hooks(app)
+    limiter.init_app(app)  # the app-wide limit per client address, before any view's policy
+    cache.init_app(app)
     register_error_handlers(app)
 
     routes = read_routes(config, upstreams.settings(app))

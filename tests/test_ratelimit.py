@@ -18,7 +18,7 @@ from werkzeug.test import TestResponse
 from app.auth import public
 from app.config import ConfigError
 from app.ratelimit import by_header, limiter
-from tests.conftest import AppFactory
+from tests.conftest import AppFactory, echo_config
 from tests.fakes.backend import Backend
 from tests.fakes.redisd import RedisServer, SilentServer, free_port
 
@@ -352,3 +352,14 @@ def test_a_shared_limit_counts_a_route_family_by_header(make_app: AppFactory) ->
     assert response.headers["RateLimit-Policy"] == '"family";q=2;w=60'
     # No header: the client address is the key, never an empty one that would skip the limit.
     assert [client.get("/family/one").status_code for _ in range(3)] == [200, 200, 429]
+
+
+def test_an_app_wide_429_is_logged_with_its_route(make_app: AppFactory, backend: Backend,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    app = make_app(**echo_config(backend), RATELIMIT={"default": ["1/minute"]},
+                   LOG={"level": "INFO", "format": "json"})
+    client = app.test_client()
+    assert [client.get("/x", buffered=True).status_code for _ in range(2)] == [200, 429]
+    lines = [json.loads(text) for text in capsys.readouterr().err.splitlines() if text.startswith("{")]
+    access = [line for line in lines if line["logger"] == "frontdesk.access"]
+    assert [(line["status"], line["route"]) for line in access] == [(200, "/<path:rest>"), (429, "/<path:rest>")]
