@@ -29,9 +29,10 @@ class InvalidCredentials(GatewayError, Unauthorized):
 
     problem = _PROBLEM_BASE + "unauthorized"
 
-    def __init__(self, detail: str, challenges: Iterable[str]) -> None:
+    def __init__(self, detail: str, challenges: Iterable[str], presented: bool = False) -> None:
         super().__init__(detail)
         self.challenges = tuple(challenges)
+        self.presented = presented  # a credential was sent and failed (not merely missing)
 
     def get_headers(self, *args: Any, **kwargs: Any) -> list[tuple[str, str]]:
         """One WWW-Authenticate field per accepted scheme."""

@@ -66,7 +66,8 @@ class AuthRuntime:
                     "a bearer token" if scheme == "jwt" else "an API key" for scheme in accepted) + ".",
                     self._challenges(accepted))
         except Rejected as error:
-            raise InvalidCredentials(str(error), self._challenges(accepted, error="invalid_token")) from None
+            raise InvalidCredentials(str(error), self._challenges(accepted, error="invalid_token"),
+                                     presented=True) from None
         missing = [scope for scope in policy.scopes if scope not in principal.scopes]
         if missing:
             scope = " ".join(policy.scopes)

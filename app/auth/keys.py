@@ -18,6 +18,7 @@ import gevent
 import jwt
 from gevent.event import Event
 
+from app import metrics
 from app.auth.errors import KeysUnavailable
 
 __all__ = [
@@ -186,8 +187,10 @@ class JwksKeys:
             self._failed_at = self._clock()
             kept = "keeping the last good set" if self._keys is not None else "no keys yet"
             log.warning("JWKS refresh failed", extra={"fields": {"cause": str(error), "outcome": kept}})
+            metrics.record_jwks_refresh(False)
         else:
             self._keys, self._fetched_at, self._failed_at = keys, self._clock(), None
+            metrics.record_jwks_refresh(True)
         finally:
             self._in_flight = None
             done.set()

@@ -12,6 +12,8 @@ from typing import Any, TypeVar, cast
 
 from flask import Flask, current_app, g, request
 
+from app import metrics
+from app.auth.errors import InsufficientScope, InvalidCredentials, KeysUnavailable
 from app.auth.settings import check_scope
 from app.config import ConfigError
 
@@ -77,7 +79,20 @@ def apply_policy(policy: AuthPolicy) -> Callable[[View], View]:
     def decorate(view: View) -> View:
         @functools.wraps(view)
         def guarded(*args: Any, **kwargs: Any) -> Any:
-            g.principal = current_app.extensions[EXTENSION].authenticate(policy, request.environ)
+            rule = request.url_rule
+            route = rule.rule if rule is not None else None
+            try:
+                g.principal = current_app.extensions[EXTENSION].authenticate(policy, request.environ)
+            except InvalidCredentials as error:
+                metrics.record_auth(route, "invalid" if error.presented else "missing")
+                raise
+            except InsufficientScope:
+                metrics.record_auth(route, "forbidden")
+                raise
+            except KeysUnavailable:
+                metrics.record_auth(route, "idp_unavailable")
+                raise
+            metrics.record_auth(route, "ok")
             return view(*args, **kwargs)
 
         setattr(guarded, _ATTRIBUTE, policy)

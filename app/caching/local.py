@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from cachetools import TLRUCache
 
+from app import metrics
 from app.caching.entry import CachedResponse, VarySpec, size_of
 
 __all__ = ["Journal", "LocalStore", "Marks"]
@@ -96,10 +97,14 @@ class LocalStore:
         with self._lock:
             if isinstance(item, CachedResponse):
                 self.marks.horizon = max(self.marks.horizon, item.expires - self.clock())
+            before = len(self._cache) + (0 if key in self._cache else 1)
             try:
                 self._cache[key] = item
             except ValueError:
-                pass  # larger than max_bytes
+                return  # larger than max_bytes
+            for _ in range(before - len(self._cache)):  # what made room for it (expired or least recent)
+                metrics.record_cache(None, "eviction")
+            metrics.set_cache_bytes(int(self._cache.currsize))
 
     def pop(self, key: str) -> None:
         """Forget one item."""

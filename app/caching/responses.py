@@ -5,8 +5,9 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 
-from flask import Response
+from flask import Response, has_request_context, request
 
+from app import metrics
 from app.caching.entry import CachedResponse
 from app.caching.policy import header_values
 from app.errors import UpstreamUnreachable
@@ -48,9 +49,27 @@ def read_body(response: Response, limit: int) -> bytes | Response:
 
 
 def with_status(response: Response, member: str) -> Response:
-    """Append our Cache-Status member (after any the upstream's caches added)."""
+    """Append our Cache-Status member (after any the upstream's caches added), and count it."""
     response.headers.add("Cache-Status", f"{CACHE_NAME}; {member}")
+    _count(member)
     return response
+
+
+# The forward reasons this module writes (RFC 9211 fwd values): a closed set, so a bounded label.
+_FORWARD_REASONS = frozenset({"bypass", "miss", "uri-miss", "vary-miss"})
+
+
+def _count(member: str) -> None:
+    """One hit, or one miss by its fwd reason (plus a store when the answer was stored)."""
+    rule = request.url_rule if has_request_context() else None
+    route = rule.rule if rule is not None else None
+    if member.startswith("hit"):
+        metrics.record_cache(route, "hit")
+        return
+    forward = member.partition("fwd=")[2].split(";", 1)[0].strip()
+    metrics.record_cache(route, "miss", forward if forward in _FORWARD_REASONS else "other")
+    if member.endswith("stored"):
+        metrics.record_cache(route, "store")
 
 
 def _age(entry: CachedResponse, now: float) -> int:

@@ -9,6 +9,7 @@ from typing import Any
 import gevent
 from flask import Response, current_app, g, request
 
+from app import metrics
 from app.auth import API_KEY_ENVIRON, Principal
 from app.caching.entry import CachedResponse, VarySpec
 from app.caching.errors import CacheWaitTimeout
@@ -107,6 +108,8 @@ def _url(environ: dict[str, Any], consumer: str | None) -> str:
 def _await(runtime: CacheRuntime, flight: Flight, wait_left: float) -> float:
     """Wait for another request's upstream call; the waiting time left, or a 504 when it ran out."""
     started = runtime.clock()
+    rule = request.url_rule
+    metrics.record_cache(rule.rule if rule is not None else None, "stampede_wait")
     flight.waiters += 1
     try:
         finished = flight.done.wait(max(wait_left, 0))

@@ -15,6 +15,7 @@ from limits.errors import ConfigurationError
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from app import metrics
 from app.auth import auth
 from app.config import ConfigError
 from app.errors import problem_response
@@ -191,7 +192,12 @@ def _usages(counts: RequestCounts, endpoint: str, strategy: MeteredStrategy) -> 
 
 def _write_headers(response: Response) -> Response:
     counts: RequestCounts | None = g.get(_COUNTS)
-    if counts is None or not counts.counted:
+    if counts is None:
+        return response  # no limit applied to this request
+    rule = request.url_rule
+    decision = "storage_error" if counts.outage else "limited" if response.status_code == 429 else "allowed"
+    metrics.record_rate_limit(rule.rule if rule is not None else None, decision)
+    if not counts.counted:
         return response
     runtime: RateLimitRuntime = current_app.extensions[EXTENSION]
     settings = runtime.settings

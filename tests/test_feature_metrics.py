@@ -1,0 +1,64 @@
+"""Auth, rate limits and the cache record their outcomes in the metrics (bounded labels)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import REGISTRY
+
+from app import metrics
+from tests.conftest import AppFactory
+from tests.fakes.backend import Backend
+
+KEY = {"X-API-Key": "frontdesk-test-key-0000000000000000"}
+
+
+def sample(name: str, **labels: str) -> float:
+    """One sample's value in this process, 0 until it exists."""
+    metrics.flush()
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def route(path: str, backend: Backend, **extra: Any) -> dict[str, Any]:
+    """Overrides: one route at ``path`` to ``backend`` with ``extra`` route keys."""
+    return {"UPSTREAMS": {"echo": {"targets": [backend.url]}},
+            "ROUTES": [{"path": path, "upstream": "echo", **extra}]}
+
+
+def test_auth_outcomes_are_counted_by_route(make_app: AppFactory, backend: Backend) -> None:
+    path = "/auth-metrics"
+    client = make_app(**route(path, backend, auth={"scopes": ["users:read"]})).test_client()
+    before = {outcome: sample("frontdesk_auth_total", route=path, outcome=outcome)
+              for outcome in ("ok", "missing", "invalid", "forbidden")}
+    client.get(path, headers=KEY, buffered=True)
+    client.get(path, buffered=True)
+    client.get(path, headers={"X-API-Key": "not-a-key"}, buffered=True)
+    client.get(path, headers={"Authorization": "Bearer x.y.z"}, buffered=True)  # no JWT scheme: missing
+    after = {outcome: sample("frontdesk_auth_total", route=path, outcome=outcome) for outcome in before}
+    assert {outcome: after[outcome] - before[outcome] for outcome in before} == {
+        "ok": 1, "missing": 2, "invalid": 1, "forbidden": 0}
+
+
+def test_rate_limit_decisions_are_counted_by_route(make_app: AppFactory, backend: Backend) -> None:
+    path = "/limit-metrics"
+    client = make_app(**route(path, backend, auth="public", limits=["2/minute"])).test_client()
+    before = {decision: sample("frontdesk_rate_limit_decisions_total", route=path, decision=decision)
+              for decision in ("allowed", "limited")}
+    statuses = [client.get(path, buffered=True).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    assert sample("frontdesk_rate_limit_decisions_total", route=path, decision="allowed") - before["allowed"] == 2
+    assert sample("frontdesk_rate_limit_decisions_total", route=path, decision="limited") - before["limited"] == 1
+
+
+def test_cache_hits_misses_and_stores_are_counted(make_app: AppFactory, backend: Backend) -> None:
+    path = "/cache-metrics"
+    client = make_app(**route(path, backend, auth="public", cache={"ttl": 60})).test_client()
+    names = {"hit": ("hit", ""), "miss": ("miss", "uri-miss"), "store": ("store", "")}
+    before = {key: sample("frontdesk_cache_events_total", route=path, event=event, reason=reason)
+              for key, (event, reason) in names.items()}
+    assert [client.get(path, buffered=True).status_code for _ in range(3)] == [200, 200, 200]
+    after = {key: sample("frontdesk_cache_events_total", route=path, event=event, reason=reason)
+             for key, (event, reason) in names.items()}
+    assert {key: after[key] - before[key] for key in names} == {"hit": 2, "miss": 1, "store": 1}
+    assert len(backend.received) == 1
+    assert sample("frontdesk_cache_bytes") > 0
