@@ -25,7 +25,7 @@ __all__ = [
     "AUTH_OUTCOMES", "BUCKETS", "CACHE_EVENTS", "RATE_LIMIT_DECISIONS", "UNMATCHED", "UPSTREAM_OUTCOMES",
     "configure", "flush", "method_label", "observe_request", "observe_upstream", "record_auth", "record_cache",
     "record_jwks_refresh", "record_partial_answer", "record_rate_limit", "record_rejected", "render",
-    "set_cache_bytes", "set_in_flight", "status_class",
+    "set_cache_bytes", "set_in_flight", "set_target_state", "status_class",
 ]
 
 #: Seconds: sub-millisecond (a cache hit, a refusal) up to a minute (a slow upstream's ceiling).
@@ -84,6 +84,16 @@ UPSTREAM_REJECTED = Counter(_PREFIX + "upstream_rejected",
                             "Requests answered 503 at once because the upstream was at max_in_flight.",
                             ("upstream",))
 
+# Per target, as the most pessimistic live worker sees it (each worker keeps its own state):
+# a target open in any worker shows open, unavailable in any worker shows 0.
+CIRCUIT_STATE = Gauge(_PREFIX + "circuit_state", "Circuit breaker per target: 0 closed, 1 half-open, 2 open.",
+                      ("upstream", "target"), multiprocess_mode="livemax")
+TARGET_AVAILABLE = Gauge(_PREFIX + "target_available",
+                         "1 while a target takes calls (healthy, not ejected, breaker not open), else 0.",
+                         ("upstream", "target"), multiprocess_mode="livemin")
+CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
+_CIRCUIT_NAMES = frozenset(CIRCUIT_STATES)
+
 # --- Families the policy features record into -----------------------------------------------
 AUTH = Counter(_PREFIX + "auth", "Authentication outcomes, by route template and outcome.", ("route", "outcome"))
 JWKS_REFRESHES = Counter(_PREFIX + "jwks_refreshes", "JWKS fetches, by result (ok, failed).", ("result",))
@@ -139,6 +149,15 @@ def observe_upstream(upstream: str, target: str, outcome: str, seconds: float) -
         children = _upstream_children[key] = (UPSTREAM_CALLS.labels(*key), UPSTREAM_DURATION.labels(upstream))
     _batch.count(children[0])
     _batch.observe(children[1], BUCKETS, seconds)
+
+
+def set_target_state(upstream: str, target: str, available: bool, circuit: str) -> None:
+    """One target's availability and breaker state in this worker (set when they change)."""
+    if not _switch.on:
+        return
+    _check(circuit, _CIRCUIT_NAMES)
+    _batch.set(TARGET_AVAILABLE.labels(upstream, target), 1 if available else 0)
+    _batch.set(CIRCUIT_STATE.labels(upstream, target), CIRCUIT_STATES[circuit])
 
 
 def set_in_flight(upstream: str, count: int) -> None:

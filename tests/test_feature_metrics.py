@@ -62,3 +62,19 @@ def test_cache_hits_misses_and_stores_are_counted(make_app: AppFactory, backend:
     assert {key: after[key] - before[key] for key in names} == {"hit": 2, "miss": 1, "store": 1}
     assert len(backend.received) == 1
     assert sample("frontdesk_cache_bytes") > 0
+
+
+def test_circuit_state_and_availability_per_target(make_app: AppFactory, backend: Backend) -> None:
+    breaker = {"failure_ratio": 0.5, "min_requests": 2, "window": 10, "open_for": 30}
+    app = make_app(UPSTREAMS={"flaky": {"targets": [backend.url], "breaker": breaker}},
+                   ROUTES=[{"path": "/flaky", "upstream": "flaky", "auth": "public"}])
+    client = app.test_client()
+    labels = {"upstream": "flaky", "target": backend.url}
+    assert client.get("/flaky", buffered=True).status_code == 200
+    assert sample("frontdesk_circuit_state", **labels) == 0
+    assert sample("frontdesk_target_available", **labels) == 1
+    backend.status = 503
+    for _ in range(2):
+        client.get("/flaky", buffered=True)
+    assert sample("frontdesk_circuit_state", **labels) == 2
+    assert sample("frontdesk_target_available", **labels) == 0

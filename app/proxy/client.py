@@ -115,7 +115,7 @@ class UpstreamState:
                 endpoint = old.get(f"{target.url}@{address}")
                 if endpoint is None:
                     endpoint = Endpoint(target, address, self._make_pool(target, address),
-                                        self.settings.resilience, self.clock)
+                                        self.settings.resilience, self.clock, self.settings.name)
                 endpoints.append(endpoint)
         self.endpoints = tuple(endpoints)
         self.balancer.update(self.endpoints)

@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 from urllib3 import HTTPConnectionPool
 
-from app.proxy.breaker import CircuitBreaker
+from app import metrics
+from app.proxy.breaker import CLOSED, CircuitBreaker
 from app.proxy.policy import EjectPolicy, HealthPolicy, Resilience
 from app.proxy.settings import Target
 
@@ -26,11 +27,12 @@ class Endpoint:
 
     __slots__ = (
         "target", "address", "pool", "key", "label", "weight", "in_flight", "healthy", "_passes", "_fails",
-        "_failures_in_row", "ejected_until", "breaker", "_eject", "_health", "clock",
+        "_failures_in_row", "ejected_until", "breaker", "_eject", "_health", "clock", "upstream", "_published",
     )
 
     def __init__(self, target: Target, address: str, pool: HTTPConnectionPool, resilience: Resilience,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], upstream: str = "") -> None:
+        self.upstream = upstream  # the upstream's name, for the metrics
         self.target = target
         self.address = address
         self.pool = pool
@@ -46,6 +48,8 @@ class Endpoint:
         self._eject: EjectPolicy | None = resilience.eject
         self._health: HealthPolicy | None = resilience.health
         self.breaker = CircuitBreaker(resilience.breaker, clock) if resilience.breaker else None
+        self._published: tuple[bool, str] | None = None
+        self.publish()
 
     def __repr__(self) -> str:
         return f"<Endpoint {self.key}>"
@@ -66,7 +70,18 @@ class Endpoint:
 
     def admit(self) -> int | None:
         """A breaker ticket for one call (0 without a breaker), or None when the breaker refuses."""
-        return 0 if self.breaker is None else self.breaker.allow()
+        ticket = 0 if self.breaker is None else self.breaker.allow()
+        self.publish()  # allow() may have moved an open breaker to half-open; an ejection may have ended
+        return ticket
+
+    def publish(self) -> None:
+        """Report availability and breaker state to the metrics, only when they changed."""
+        now = self.clock()
+        available = self.healthy and now >= self.ejected_until and (self.breaker is None or self.breaker.available())
+        state = (available, CLOSED if self.breaker is None else self.breaker.state)
+        if state != self._published:
+            self._published = state
+            metrics.set_target_state(self.upstream, self.label, *state)
 
     def record_call(self, ticket: int, success: bool) -> None:
         """The outcome of a real call admitted with ``ticket``: feeds passive ejection and the breaker."""
@@ -77,6 +92,7 @@ class Endpoint:
                 log.warning("breaker changed", extra={"fields": {"target": self.label, "state": self.breaker.state}})
         if success:
             self._failures_in_row = 0
+            self.publish()  # a half-open breaker may just have closed
             return
         self._failures_in_row += 1
         if self._eject is not None and self._failures_in_row >= self._eject.failures:
@@ -84,6 +100,7 @@ class Endpoint:
             log.warning("target ejected", extra={"fields": {"target": self.label, "seconds": self._eject.seconds}})
             # Back after the pause with a clean slate: it must fail ``failures`` times again.
             self._failures_in_row = 0
+        self.publish()
 
     def record_check(self, passed: bool) -> None:
         """The outcome of an active health check."""
@@ -101,3 +118,4 @@ class Endpoint:
             self._fails += 1
             if self.healthy and self._fails >= policy.unhealthy_after:
                 self.healthy = False
+        self.publish()
