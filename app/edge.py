@@ -155,7 +155,7 @@ class _Record:
             "client": environ.get("REMOTE_ADDR"),
             "trace_id": self.span.trace_id,
             "span_id": self.span.span_id,
-            # Filled in by the auth, cache and rate-limit features: null until they land.
+            # Set by auth (the verified caller), the cache (its Cache-Status) and the limiter (its decision).
             "consumer": environ.get(CONSUMER_ENVIRON),
             "cache": environ.get(CACHE_ENVIRON),
             "rate_limit": environ.get(RATE_LIMIT_ENVIRON),

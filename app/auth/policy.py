@@ -14,8 +14,10 @@ from flask import Flask, current_app, g, request
 
 from app import metrics
 from app.auth.errors import InsufficientScope, InvalidCredentials, KeysUnavailable
+from app.auth.principal import Principal
 from app.auth.settings import check_scope
 from app.config import ConfigError
+from app.edge import CONSUMER_ENVIRON
 
 __all__ = [
     "EXTENSION", "PUBLIC", "SCHEMES", "AuthPolicy", "apply_policy", "check_policies", "policy_of", "public",
@@ -93,6 +95,9 @@ def apply_policy(policy: AuthPolicy) -> Callable[[View], View]:
                 metrics.record_auth(route, "idp_unavailable")
                 raise
             metrics.record_auth(route, "ok")
+            principal: Principal = g.principal
+            # The access log names the caller (never its credential).
+            request.environ[CONSUMER_ENVIRON] = principal.consumer or principal.subject
             return view(*args, **kwargs)
 
         setattr(guarded, _ATTRIBUTE, policy)

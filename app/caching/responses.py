@@ -10,6 +10,7 @@ from flask import Response, has_request_context, request
 from app import metrics
 from app.caching.entry import CachedResponse
 from app.caching.policy import header_values
+from app.edge import CACHE_ENVIRON
 from app.errors import UpstreamUnreachable
 from app.proxy import ProxyResponse
 
@@ -52,6 +53,8 @@ def with_status(response: Response, member: str) -> Response:
     """Append our Cache-Status member (after any the upstream's caches added), and count it."""
     response.headers.add("Cache-Status", f"{CACHE_NAME}; {member}")
     _count(member)
+    if has_request_context():
+        request.environ[CACHE_ENVIRON] = member  # for the access log
     return response
 
 

@@ -18,6 +18,7 @@ from redis.retry import Retry
 from app import metrics
 from app.auth import auth
 from app.config import ConfigError
+from app.edge import RATE_LIMIT_ENVIRON
 from app.errors import problem_response
 from app.health import health
 from app.ratelimit.headers import Usage, ietf_headers, legacy_headers, retry_after
@@ -197,6 +198,7 @@ def _write_headers(response: Response) -> Response:
     rule = request.url_rule
     decision = "storage_error" if counts.outage else "limited" if response.status_code == 429 else "allowed"
     metrics.record_rate_limit(rule.rule if rule is not None else None, decision)
+    request.environ[RATE_LIMIT_ENVIRON] = decision
     if not counts.counted:
         return response
     runtime: RateLimitRuntime = current_app.extensions[EXTENSION]

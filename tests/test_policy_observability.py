@@ -1,8 +1,11 @@
-"""Auth, rate limits and the cache record their outcomes in the metrics (bounded labels)."""
+"""Auth, rate limits, the cache and resilience report to the metrics (bounded labels) and the access log."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+import pytest
 
 from prometheus_client import REGISTRY
 
@@ -78,3 +81,18 @@ def test_circuit_state_and_availability_per_target(make_app: AppFactory, backend
         client.get("/flaky", buffered=True)
     assert sample("frontdesk_circuit_state", **labels) == 2
     assert sample("frontdesk_target_available", **labels) == 0
+
+
+def test_access_line_names_consumer_cache_and_limit(make_app: AppFactory, backend: Backend,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    path = "/logged"
+    policies = {"auth": {"scopes": []}, "limits": ["5/minute"], "cache": {"ttl": 60, "scope": "consumer"}}
+    app = make_app(**route(path, backend, **policies), LOG={"level": "INFO", "format": "json"})
+    client = app.test_client()
+    for _ in range(2):
+        assert client.get(path, headers=KEY, buffered=True).status_code == 200
+    lines = [json.loads(text) for text in capsys.readouterr().err.splitlines() if text.startswith("{")]
+    access = [line for line in lines if line["logger"] == "frontdesk.access" and line["path"] == path]
+    assert [(line["consumer"], line["rate_limit"], line["cache"].split(";")[0]) for line in access] == [
+        ("tests", "allowed", "fwd=uri-miss"), ("tests", "allowed", "hit")]
+    assert KEY["X-API-Key"] not in json.dumps(lines)
