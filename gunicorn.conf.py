@@ -54,6 +54,13 @@ limit_request_line = 8190  # URL plus method: long query strings are common behi
 limit_request_fields = 100
 limit_request_field_size = 16384  # a large JWT fits
 
+# gunicorn writes its own "Server: gunicorn" on every answer; the app cannot remove it. Its name
+# is read from this module constant for each response, so the gateway's pseudonym replaces it
+# (gunicorn itself, not the app: the master stays free of Flask/requests; docs/edge.md).
+import gunicorn.http.wsgi  # noqa: E402
+
+gunicorn.http.wsgi.SERVER = "frontdesk"
+
 # --- Logging: the app writes the access log itself (one JSON line per request) ------------
 accesslog = None
 errorlog = "-"

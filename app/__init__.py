@@ -17,6 +17,7 @@ from app.caching import cache
 from app.config import ConfigError, load_config
 from app.edge import read_edge_settings, wrap_wsgi
 from app.errors import register_error_handlers
+from app.guard import EdgeGuard, compile_route_policies
 from app.health import health
 from app.hooks import install_hooks
 from app.logs import configure_logging, read_log_settings
@@ -50,7 +51,7 @@ def create_app(
     tracer = build_tracer(read_tracing_settings(config))
 
     edge = read_edge_settings(config)
-    app.wsgi_app = wrap_wsgi(app.wsgi_app, edge, tracer)  # type: ignore[method-assign,assignment]
+    app.wsgi_app = wrap_wsgi(EdgeGuard(app, edge.guard), edge, tracer)  # type: ignore[method-assign,assignment]
     upstreams.init_app(app)
     auth.init_app(app)
     # The gateway's own hooks first (cheap: note the route for the access log, move credentials
@@ -73,6 +74,7 @@ def create_app(
     for blueprint in (*gateway_endpoints, build_routes_blueprint(routes), *cache.blueprints(app), *blueprints):
         app.register_blueprint(blueprint)
     auth.check(app)  # every route registered by now must carry an auth policy
+    compile_route_policies(app, edge.guard)  # per-route edge settings, checked at start
     return app
 
 

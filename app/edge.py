@@ -19,6 +19,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import metrics
 from app.config import Section
+from app.guard import GuardSettings, read_guard_settings
 from app.logs import current_request_id, write_access_line
 from app.tracing import TRACE_ENVIRON, RequestSpan, Tracer, W3CTracer
 
@@ -52,15 +53,16 @@ access_log = logging.getLogger("frontdesk.access")
 
 @dataclass(frozen=True)
 class EdgeSettings:
-    """The [edge] section (the foundation's part of it)."""
+    """The [edge] section: trusted hops here, the protections in app/guard."""
 
     trusted_proxies: int
+    guard: GuardSettings
 
 
 def read_edge_settings(config: dict[str, Any]) -> EdgeSettings:
     """Read and check the [edge] section."""
     section = Section("edge", config["EDGE"])
-    settings = EdgeSettings(trusted_proxies=section.integer("trusted_proxies"))
+    settings = EdgeSettings(trusted_proxies=section.integer("trusted_proxies"), guard=read_guard_settings(section))
     section.done()
     return settings
 

@@ -13,6 +13,7 @@ from werkzeug.routing import Map, Rule, ValidationError
 from app.auth import AuthPolicy, apply_policy, read_route_policy
 from app.caching import RouteCache, apply_cache, read_route_cache
 from app.config import ConfigError, Section
+from app.guard import EdgeOverride, apply_edge, read_edge_override
 from app.proxy import ProxyResponse, Upstream, UpstreamPath
 from app.ratelimit import check_limits, limit_declared_route
 
@@ -36,6 +37,7 @@ class RouteSettings:
     retry_any_method: bool = False  # the upstream's retry policy covers POST/PATCH here too
     limits: tuple[str, ...] = ()  # per consumer when authenticated, per client address otherwise
     cache: RouteCache | None = None  # None: never cached
+    edge: EdgeOverride | None = None  # None: the app-wide [edge] protections
 
 
 def read_routes(config: Mapping[str, Any], upstream_names: Collection[str]) -> tuple[RouteSettings, ...]:
@@ -96,9 +98,10 @@ def _read_route(section: Section, default_methods: tuple[str, ...], default_auth
     retry_any_method = section.boolean("retry_any_method", False)
     limits = check_limits(section.key("limits"), section.raw("limits", []))
     cache = read_route_cache(section.key("cache"), section.raw("cache")) if section.has("cache") else None
+    edge = read_edge_override(section.key("edge"), section.raw("edge")) if section.has("edge") else None
     section.done()
     return RouteSettings(name=name, path=path, methods=methods, upstream=upstream, upstream_path=upstream_path,
-                         auth=auth, retry_any_method=retry_any_method, limits=limits, cache=cache)
+                         auth=auth, retry_any_method=retry_any_method, limits=limits, cache=cache, edge=edge)
 
 
 def _rule_variables(key: str, path: str) -> frozenset[str]:
@@ -155,6 +158,8 @@ def build_routes_blueprint(routes: tuple[RouteSettings, ...]) -> Blueprint:
             view = limit_declared_route(route.limits, authenticated=authenticated)(view)
         if route.auth is not None:
             view = apply_policy(route.auth)(view)
+        if route.edge is not None:  # enforced at the WSGI edge, before every hook
+            view = apply_edge(route.edge)(view)
         blueprint.add_url_rule(route.path, endpoint=route.name, view_func=view, methods=list(route.methods))
     return blueprint
 

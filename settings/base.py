@@ -27,6 +27,18 @@ class Base:
         # Proxy hops in front of the gateway whose X-Forwarded-For/-Proto/-Host are believed.
         # 0 trusts none: the TCP peer is the client, and forged headers change nothing.
         "trusted_proxies": 0,
+        # The protections below (docs/edge.md); a route's `edge = {...}` overrides all but the last four.
+        "max_body_bytes": 10 * 1024 * 1024,  # larger bodies get 413 (Content-Length at once, chunked as read); 0: none
+        "allow_ips": [],  # client networks (CIDR, IPv4/IPv6) that may call; [] = every address
+        "deny_ips": [],  # client networks refused with 403 before anything else runs (routes add to it)
+        "deny_user_agents": [],  # regular expressions (re.search) on User-Agent refused with 403 (routes add to it)
+        # [edge.cors]: {} turns the gateway's CORS off; keys: allow_origins, allow_methods, allow_headers,
+        # expose_headers, allow_credentials, max_age (docs/edge.md).
+        "cors": {},
+        "security_headers": True,  # X-Content-Type-Options, Referrer-Policy, HSTS (https only) on every answer
+        "referrer_policy": "no-referrer",  # unless the upstream sets its own
+        "hsts_max_age": 31536000,  # seconds of Strict-Transport-Security over https; 0: never sent
+        "strip_upstream_headers": ["Server", "X-Powered-By"],  # removed from every answer: no version leaks
     }
 
     # [metrics]: Prometheus metrics and the endpoint that serves them (docs/observability.md).

@@ -138,7 +138,7 @@ def test_create_app_applies_every_layer_in_order(tmp_path: Path, monkeypatch: py
 
     assert app.config["GATEWAY_ENV"] == "testing"
     assert app.config["LOG"] == {"level": "ERROR", "format": "human"}
-    assert app.config["EDGE"] == {"trusted_proxies": 3}
+    assert app.config["EDGE"] == {**Base.EDGE, "trusted_proxies": 3}  # the other [edge] keys keep their defaults
     assert read_log_settings(app.config).level == "ERROR"
     users = read_upstreams(app.config)["users"]
     assert (users.timeout, users.read_timeout, users.connect_timeout) == (3.0, 1.0, 0.5)

@@ -45,7 +45,8 @@ auth = "public"
 
 def gateway_config(backend: Backend, echo: str = "") -> str:
     """The echo config (``echo`` lines added to its upstream table) plus the hasty upstream."""
-    return echo_toml(backend.url, upstream=echo, extra=HASTY.format(url=backend.url))
+    # No body limit: these tests stream bodies of gigabytes (the 10 MiB default is tested in test_e2e_edge).
+    return echo_toml(backend.url, upstream=echo, extra=HASTY.format(url=backend.url) + "\n[edge]\nmax_body_bytes = 0\n")
 
 
 @pytest.fixture
