@@ -68,7 +68,8 @@ def read_edge_settings(config: dict[str, Any]) -> EdgeSettings:
 
 
 def wrap_wsgi(wsgi_app: WSGIApplication, settings: EdgeSettings, tracer: Tracer | None = None) -> WSGIApplication:
-    """Wrap the Flask WSGI app in the edge layers; the first one listed here runs first."""
+    """Wrap ``wsgi_app`` in the edge layers, built inside out: ProxyFix (when trusted hops are set)
+    runs first, then RequestLog, then ``wsgi_app`` (the EdgeGuard around Flask)."""
     wrapped: WSGIApplication = RequestLog(wsgi_app, tracer)
     if settings.trusted_proxies:
         # Believe exactly as many X-Forwarded-* hops as there are proxies we run behind, so
