@@ -184,13 +184,17 @@ def run_aggregate(settings: AggregateSettings, variables: Mapping[str, Any]) -> 
 
 def _render(part: PartSettings, variables: Mapping[str, Any], results: Results) -> str | None:
     """The part's path, or None when an earlier optional part it needs is missing (this one then fails)."""
-    values = {}
-    for field in part.fields:
-        value = _value(part, field, variables, results)
+    pieces = []
+    # Filled by hand: str.format would read "{user.id}" as an attribute of "user".
+    for literal, field, _, _ in Formatter().parse(part.template):
+        pieces.append(literal)
+        if field is None:
+            continue
+        value = _value(part, dot_path(field), variables, results)
         if value is None:
             return None
-        values[".".join(field)] = quote(str(value), safe="")
-    return part.template.format_map(values)
+        pieces.append(quote(str(value), safe=""))
+    return "".join(pieces)
 
 
 def _value(part: PartSettings, field: tuple[str, ...], variables: Mapping[str, Any], results: Results) -> Any:

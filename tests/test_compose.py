@@ -95,7 +95,7 @@ def test_a_required_failure_fails_the_answer_naming_the_part(
     started = time.perf_counter()
     response = app.test_client().get("/view")
     assert time.perf_counter() - started < 1.5
-    assert response.status_code == status
+    assert response.status_code == status, response.text
     assert response.mimetype == "application/problem+json"
     assert "'orders'" in response.json["detail"] and words in response.json["detail"]
     assert "Traceback" not in response.text
