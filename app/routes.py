@@ -7,9 +7,10 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint
+from flask import Blueprint, Response
 from werkzeug.routing import Map, Rule, ValidationError
 
+from app.aggregate import AggregateSettings, read_aggregate, run_aggregate
 from app.auth import AuthPolicy, apply_policy, read_route_policy
 from app.caching import RouteCache, apply_cache, read_route_cache
 from app.config import ConfigError, Section
@@ -26,18 +27,19 @@ _VARIABLE_NAME = re.compile(r"<(?:([^:>]+):)?[^:>]+>")
 
 @dataclass(frozen=True)
 class RouteSettings:
-    """One declared route: a Flask rule forwarded to an upstream."""
+    """One declared route: a Flask rule forwarded to an upstream, or answered by an aggregate."""
 
     name: str  # the endpoint name, "routes.<name>" in url_for
     path: str
     methods: tuple[str, ...]
-    upstream: str
+    upstream: str | None  # None: an aggregate route (its calls name their upstreams)
     upstream_path: UpstreamPath | None
     auth: AuthPolicy | None  # None: start-up refuses the route (no route is public by accident)
     retry_any_method: bool = False  # the upstream's retry policy covers POST/PATCH here too
     limits: tuple[str, ...] = ()  # per consumer when authenticated, per client address otherwise
     cache: RouteCache | None = None  # None: never cached
     edge: EdgeOverride | None = None  # None: the app-wide [edge] protections
+    aggregate: AggregateSettings | None = None
 
 
 def read_routes(config: Mapping[str, Any], upstream_names: Collection[str]) -> tuple[RouteSettings, ...]:
@@ -85,23 +87,40 @@ def _read_route(section: Section, default_methods: tuple[str, ...], default_auth
     path = section.string("path", expected="a Flask rule starting with /")
     variables = _rule_variables(section.key("path"), path)
     methods = _methods(section) if section.has("methods") else default_methods
-    upstream = section.string("upstream")
-    if upstream not in upstream_names:
+    name = section.string("name", _endpoint_name(path, index), pattern=r"[A-Za-z_][A-Za-z0-9_]*",
+                          expected="a name of letters, digits and _")
+    auth = read_route_policy(section.key("auth"), section.raw("auth")) if section.has("auth") else default_auth
+    aggregate = _aggregate(section, methods, variables, upstream_names, auth)
+    upstream = None if aggregate else section.string("upstream")
+    if upstream is not None and upstream not in upstream_names:
         raise ConfigError(section.key("upstream"), upstream, "the name of an [upstreams.NAME] table")
     template = section.optional_string("upstream_path")
     upstream_path = None
     if template is not None:
         upstream_path = _upstream_path(section.key("upstream_path"), template, variables)
-    name = section.string("name", _endpoint_name(path, index), pattern=r"[A-Za-z_][A-Za-z0-9_]*",
-                          expected="a name of letters, digits and _")
-    auth = read_route_policy(section.key("auth"), section.raw("auth")) if section.has("auth") else default_auth
     retry_any_method = section.boolean("retry_any_method", False)
     limits = check_limits(section.key("limits"), section.raw("limits", []))
     cache = read_route_cache(section.key("cache"), section.raw("cache")) if section.has("cache") else None
     edge = read_edge_override(section.key("edge"), section.raw("edge")) if section.has("edge") else None
     section.done()
     return RouteSettings(name=name, path=path, methods=methods, upstream=upstream, upstream_path=upstream_path,
-                         auth=auth, retry_any_method=retry_any_method, limits=limits, cache=cache, edge=edge)
+                         auth=auth, retry_any_method=retry_any_method, limits=limits, cache=cache, edge=edge,
+                         aggregate=aggregate)
+
+
+def _aggregate(section: Section, methods: tuple[str, ...], variables: frozenset[str],
+               upstream_names: Collection[str], auth: AuthPolicy | None) -> AggregateSettings | None:
+    """The route's [routes.aggregate], which excludes forwarding keys and answers GET only."""
+    if not section.has("aggregate"):
+        return None
+    for key in ("upstream", "upstream_path", "retry_any_method"):
+        if section.has(key):
+            raise ConfigError(section.key(key), section.raw(key), "no such key on an aggregate route "
+                              "(its calls name their upstreams)")
+    if methods != ("GET",):
+        raise ConfigError(section.key("methods"), list(methods), '["GET"] on an aggregate route')
+    return read_aggregate(section.key("aggregate"), section.raw("aggregate"), variables, upstream_names,
+                          public=auth is None or auth.public)
 
 
 def _rule_variables(key: str, path: str) -> frozenset[str]:
@@ -149,7 +168,7 @@ def build_routes_blueprint(routes: tuple[RouteSettings, ...]) -> Blueprint:
     blueprint = Blueprint("routes", __name__)
     for route in routes:
         # Applied inside out, so a request meets them in the house order: auth, limit, cache, view.
-        view = _forwarding_view(route, blueprint)
+        view = _aggregate_view(route) if route.aggregate else _forwarding_view(route, blueprint)
         # Wrapped innermost first, so they run in the house order: auth, limit, cache, view.
         if route.cache is not None:
             view = apply_cache(route.cache)(view)
@@ -164,7 +183,20 @@ def build_routes_blueprint(routes: tuple[RouteSettings, ...]) -> Blueprint:
     return blueprint
 
 
+def _aggregate_view(route: RouteSettings) -> Callable[..., Response]:
+    aggregate = route.aggregate
+    assert aggregate is not None
+
+    def combine(**values: object) -> Response:
+        return run_aggregate(aggregate, values)
+
+    combine.__name__ = route.name
+    combine.__doc__ = f"Answer {route.path} from {len(aggregate.parts)} upstream calls."
+    return combine
+
+
 def _forwarding_view(route: RouteSettings, blueprint: Blueprint) -> Callable[..., ProxyResponse]:
+    assert route.upstream is not None
     upstream = Upstream(route.upstream, blueprint)
     template = route.upstream_path
     retry_any_method = route.retry_any_method

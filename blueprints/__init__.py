@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from blueprints import users
+from blueprints import mobile, users, web
 
 __all__ = ["BLUEPRINTS"]
 
 BLUEPRINTS: tuple[Blueprint, ...] = (
     users.bp,
+    web.bp,
+    mobile.bp,
 )

@@ -21,6 +21,7 @@ class Testing(Base):
     # app starts; a test that exercises one points it at its own backend.
     UPSTREAMS: dict[str, Any] = {
         "users": {"targets": [_NOWHERE]},
+        "orders": {"targets": [_NOWHERE]},  # the web and mobile blueprints (backends-for-frontends)
     }
 
     # A scheme the code blueprints' policies can use, so every testing app starts. The key is
@@ -31,7 +32,7 @@ class Testing(Base):
             "header": "X-API-Key",
             "consumers": {"tests": {
                 "key_sha256": "d88d8621fda74a4f0afc0e3eb50fedc1f8e6475617f5e2c0d69e50083faf7f59",
-                "scopes": ["users:read", "users:write"],
+                "scopes": ["users:read", "users:write", "orders:read"],
                 "plan": "free",
             }},
         },

@@ -14,7 +14,7 @@ body and its framing) and answers according to the request path:
 - ``/_/sink``: read the body without storing it, answer its length and SHA-256
 - ``/_/redirect``: 302 to ``/elsewhere``
 - ``/_/hop``: hop-by-hop response headers next to an end-to-end one
-- ``/_/respond?status=&header=Name:Value&body=``: a scripted answer
+- ``/_/respond?status=&header=Name:Value&body=[&delay=seconds]``: a scripted answer (after the delay)
 
 A test can also make every request misbehave, whatever its path: ``backend.delay`` seconds of
 sleep before answering, and ``backend.status`` answered instead of the path's own answer (both
@@ -556,6 +556,15 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer_scripted(self, pairs: list[tuple[str, str]]) -> None:
         """Status, headers and body taken from the query string; nothing else is added."""
         status = _parse_status(_first(pairs, "status") or "200")
+        delay = _first(pairs, "delay")
+        if delay is not None:
+            try:
+                seconds = float(delay)
+            except ValueError:
+                raise _BadRequest(f"bad delay: {delay!r}") from None
+            if not math.isfinite(seconds) or seconds < 0:
+                raise _BadRequest(f"bad delay: {delay!r}")
+            time.sleep(seconds)
         headers: list[tuple[str, str]] = []
         for key, value in pairs:
             if key == "header":
