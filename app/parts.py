@@ -15,7 +15,8 @@ from app.proxy.attempts import call as attempt_call
 from app.proxy.client import UpstreamState
 from app.proxy.endpoints import Endpoint
 from app.proxy.transport import UpstreamRequest
-from app.tracing import TRACE_ENVIRON, CallSpan, RequestSpan
+from app.proxy.upstream import start_attempt
+from app.tracing import CallSpan
 from app.xmljson import XMLRefused, xml_to_json
 
 __all__ = ["MAX_PART_BYTES", "PartFailure", "fetch_part"]
@@ -64,18 +65,7 @@ def fetch_part(name: str, path: str, format: str, state: UpstreamState, headers:
     spans: list[CallSpan] = []
 
     def note(endpoint: Endpoint) -> None:
-        if not settings.preserve_host:
-            headers["Host"] = endpoint.target.netloc
-        if spans:
-            spans[-1].end("retried")
-        span: RequestSpan | None = environ.get(TRACE_ENVIRON)
-        if span is not None:
-            spans.append(span.call(settings.name, endpoint.label))
-            headers["Traceparent"] = spans[-1].traceparent()
-            if span.tracestate is None:
-                headers.pop("Tracestate", None)
-            else:
-                headers["Tracestate"] = span.tracestate
+        start_attempt(environ, settings, headers, spans, endpoint)
 
     own = gevent.Timeout(timeout) if timeout is not None else None
     error: str | None = "killed"

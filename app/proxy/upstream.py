@@ -26,7 +26,7 @@ from app.proxy.settings import UpstreamSettings, read_upstreams
 from app.proxy.transport import ProxyResponse, build_request, build_response
 from app.tracing import TRACE_ENVIRON, CallSpan, RequestSpan
 
-__all__ = ["Upstream", "Upstreams", "raw_target", "upstreams"]
+__all__ = ["Upstream", "Upstreams", "raw_target", "start_attempt", "upstreams"]
 
 _EXTENSION = "frontdesk.upstreams"
 # Characters a path may carry unencoded; "%" keeps escapes the caller already made.
@@ -143,14 +143,8 @@ class Upstream:
         spans: list[CallSpan] = []
 
         def note(endpoint: Endpoint) -> None:
-            if not settings.preserve_host:
-                upstream_request.headers["Host"] = endpoint.target.netloc
             environ[UPSTREAM_ENVIRON] = (self.name, endpoint.label)
-            if spans:
-                spans[-1].end("retried")
-            span = _start_call(environ, self.name, endpoint.label, upstream_request.headers)
-            if span is not None:
-                spans.append(span)
+            start_attempt(environ, settings, upstream_request.headers, spans, endpoint)
 
         state.in_flight += 1
         metrics.set_in_flight(self.name, state.in_flight)
@@ -173,6 +167,19 @@ class Upstream:
 
 def _release(endpoint: Endpoint) -> None:
     endpoint.in_flight -= 1
+
+
+def start_attempt(environ: dict[str, Any], settings: UpstreamSettings, headers: dict[str, str],
+                  spans: list[CallSpan], endpoint: Endpoint) -> None:
+    """Before each attempt at ``endpoint``: its Host (unless preserved), and a new call span after
+    the previous attempt's, whose traceparent goes into ``headers``."""
+    if not settings.preserve_host:
+        headers["Host"] = endpoint.target.netloc
+    if spans:
+        spans[-1].end("retried")
+    span = _start_call(environ, settings.name, endpoint.label, headers)
+    if span is not None:
+        spans.append(span)
 
 
 def _start_call(environ: dict[str, Any], upstream: str, target: str, headers: dict[str, str]) -> CallSpan | None:
