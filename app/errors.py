@@ -43,6 +43,13 @@ class GatewayError(HTTPException):
     """An error the gateway itself answers with; ``problem`` names its documented type."""
 
     problem = "about:blank"
+    #: Headers every answer of this kind carries (Retry-After, WWW-Authenticate...); an instance
+    #: may set its own.
+    extra_headers: tuple[tuple[str, str], ...] = ()
+
+    def get_headers(self, *args: Any, **kwargs: Any) -> list[tuple[str, str]]:
+        """Werkzeug's headers plus ``extra_headers``."""
+        return [*super().get_headers(*args, **kwargs), *self.extra_headers]
 
 
 class PathRefused(GatewayError, BadRequest):
@@ -77,10 +84,7 @@ class UpstreamBusy(GatewayError, ServiceUnavailable):
     """The upstream already has ``max_in_flight`` calls from this worker: shed load at once."""
 
     problem = _PROBLEM_BASE + "upstream-busy"
-
-    def get_headers(self, *args: Any, **kwargs: Any) -> list[tuple[str, str]]:
-        """Ask well-behaved clients to come back in a second."""
-        return [*super().get_headers(*args, **kwargs), ("Retry-After", "1")]
+    extra_headers = (("Retry-After", "1"),)  # ask well-behaved clients to come back in a second
 
 
 class UpstreamDown(GatewayError, ServiceUnavailable):

@@ -58,10 +58,7 @@ class ScrapeUnauthorized(GatewayError, Unauthorized):
     """The scrape did not carry the configured bearer token."""
 
     problem = _PROBLEM_BASE + "metrics-unauthorized"
-
-    def get_headers(self, *args: Any, **kwargs: Any) -> list[tuple[str, str]]:
-        """Name the scheme the endpoint expects."""
-        return [*super().get_headers(*args, **kwargs), ("WWW-Authenticate", 'Bearer realm="metrics"')]
+    extra_headers = (("WWW-Authenticate", 'Bearer realm="metrics"'),)
 
 
 class ScrapeForbidden(GatewayError, Forbidden):

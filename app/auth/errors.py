@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from werkzeug.exceptions import Forbidden, ServiceUnavailable, Unauthorized
 
@@ -32,11 +31,8 @@ class InvalidCredentials(GatewayError, Unauthorized):
     def __init__(self, detail: str, challenges: Iterable[str], presented: bool = False) -> None:
         super().__init__(detail)
         self.challenges = tuple(challenges)
+        self.extra_headers = tuple(("WWW-Authenticate", value) for value in self.challenges)  # one per scheme
         self.presented = presented  # a credential was sent and failed (not merely missing)
-
-    def get_headers(self, *args: Any, **kwargs: Any) -> list[tuple[str, str]]:
-        """One WWW-Authenticate field per accepted scheme."""
-        return [*super().get_headers(*args, **kwargs), *(("WWW-Authenticate", value) for value in self.challenges)]
 
 
 class InsufficientScope(GatewayError, Forbidden):
@@ -47,17 +43,12 @@ class InsufficientScope(GatewayError, Forbidden):
     def __init__(self, detail: str, challenges: Iterable[str]) -> None:
         super().__init__(detail)
         self.challenges = tuple(challenges)
-
-    def get_headers(self, *args: Any, **kwargs: Any) -> list[tuple[str, str]]:
-        """The Bearer challenge with error="insufficient_scope" and the scope needed."""
-        return [*super().get_headers(*args, **kwargs), *(("WWW-Authenticate", value) for value in self.challenges)]
+        # The Bearer challenge with error="insufficient_scope" and the scope needed.
+        self.extra_headers = tuple(("WWW-Authenticate", value) for value in self.challenges)
 
 
 class KeysUnavailable(GatewayError, ServiceUnavailable):
     """No verification key was ever fetched and the identity provider cannot be reached."""
 
     problem = _PROBLEM_BASE + "keys-unavailable"
-
-    def get_headers(self, *args: Any, **kwargs: Any) -> list[tuple[str, str]]:
-        """The keys may come in a moment: ask clients to retry shortly."""
-        return [*super().get_headers(*args, **kwargs), ("Retry-After", "5")]
+    extra_headers = (("Retry-After", "5"),)  # the keys may come in a moment: ask clients to retry shortly

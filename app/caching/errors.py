@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from werkzeug.exceptions import BadRequest, GatewayTimeout, Unauthorized
 
 from app.errors import GatewayError
@@ -23,10 +21,7 @@ class PurgeRefused(GatewayError, Unauthorized):
     """The purge endpoint needs its own bearer credential."""
 
     problem = _BASE + "purge-refused"
-
-    def get_headers(self, *args: Any, **kwargs: Any) -> list[tuple[str, str]]:
-        """Name the scheme and realm."""
-        return [*super().get_headers(*args, **kwargs), ("WWW-Authenticate", 'Bearer realm="frontdesk-cache"')]
+    extra_headers = (("WWW-Authenticate", 'Bearer realm="frontdesk-cache"'),)
 
 
 class BadPurge(GatewayError, BadRequest):

@@ -40,10 +40,7 @@ class StorageUnavailable(GatewayError, ServiceUnavailable):
 
     problem = "https://frontdesk.dev/problems/rate-limit-storage-unavailable"
     description = "Rate limits cannot be checked right now."
-
-    def get_headers(self, *args: object, **kwargs: object) -> list[tuple[str, str]]:
-        """Ask well-behaved clients to come back in a second."""
-        return [*super().get_headers(*args, **kwargs), ("Retry-After", "1")]  # type: ignore[arg-type]
+    extra_headers = (("Retry-After", "1"),)  # ask well-behaved clients to come back in a second
 
 
 class _StorageDeadline(Exception):
