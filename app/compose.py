@@ -186,10 +186,17 @@ class _Crashed:
 
 
 def _collect(calls: Iterable[Call], outcomes: Mapping[str, Any], deadline: float, results: Results) -> Results:
-    for call in calls:
-        outcome = outcomes.get(call.name, _MISSING)
+    calls = tuple(calls)
+    required = {call.name for call in calls if call.required}
+    # What really happened first, in the order it came in: a required failure stops the wait and
+    # kills the parts still running, and those must not then be blamed as timed out.
+    for name, outcome in outcomes.items():
         if isinstance(outcome, _Crashed):
             raise outcome.error
+        if isinstance(outcome, PartFailure) and name in required:
+            raise _required_failed(name, outcome)
+    for call in calls:
+        outcome = outcomes.get(call.name, _MISSING)
         if outcome is _MISSING:
             outcome = PartFailure(call.name, 504, "timeout",
                                   f"No answer within the aggregate's deadline of {deadline:g} s.")
@@ -197,11 +204,15 @@ def _collect(calls: Iterable[Call], outcomes: Mapping[str, Any], deadline: float
             results.values[call.name] = outcome
             continue
         if call.required:
-            detail = f"The required part {call.name!r} failed: {outcome.detail}"
-            raise AggregateTimeout(detail) if outcome.status == 504 else AggregateFailed(detail)
+            raise _required_failed(call.name, outcome)
         log.info("optional part failed", extra={"fields": {"part": call.name, "status": outcome.status}})
         results.failures[call.name] = outcome
     return results
+
+
+def _required_failed(name: str, failure: PartFailure) -> AggregateTimeout | AggregateFailed:
+    detail = f"The required part {name!r} failed: {failure.detail}"
+    return AggregateTimeout(detail) if failure.status == 504 else AggregateFailed(detail)
 
 
 def upstream_state(name: str) -> UpstreamState:

@@ -195,3 +195,18 @@ def test_a_busy_upstream_fails_the_part_at_once(make_app: AppFactory, backend: B
     response = compose_app(make_app, backend, view, max_in_flight=1).test_client().get("/view")
     assert response.status_code == 200
     assert [(p["part"], p["status"]) for p in response.json["_problems"]] == [("two", 503)]
+
+
+def test_the_part_that_failed_is_named_not_one_killed_after_it(make_app: AppFactory, backend: Backend) -> None:
+    # A required failure stops the wait and kills the parts still running; the answer must name
+    # the one that failed, not a slower one cut short (this once raced: a 504 naming 'user').
+    def view() -> Response:
+        return parallel(Call("a", "/_/slow/1", name="user"),
+                        Call("b", "/_/status/500", name="orders"), deadline=5).response()
+
+    app = compose_app(make_app, backend, view)
+    started = time.perf_counter()
+    response = app.test_client().get("/view")
+    assert time.perf_counter() - started < 0.9
+    assert response.status_code == 502, response.text
+    assert "'orders'" in response.json["detail"] and "answered 500" in response.json["detail"]
