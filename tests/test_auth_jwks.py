@@ -10,10 +10,12 @@ from typing import Any
 
 import gevent
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 
 from app.auth.errors import KeysUnavailable
 from app.auth.keys import JwksError, JwksKeys, parse_jwks
+from app.tracing import TRACE_ENVIRON
 from tests.conftest import AppFactory
 from tests.fakes.backend import Backend
 from tests.fakes.idp import AUDIENCE, ISSUER, Idp, SigningKey, claims
@@ -250,3 +252,29 @@ def test_unreachable_identity_provider_is_503(make_app: AppFactory, backend: Bac
     assert client.get("/orders", headers=bearer(rsa_a)).status_code == 503
     assert client.get("/orders").status_code == 401  # no token: nothing to fetch keys for
     assert backend.received == []
+
+
+class _Span:
+    """A request span that records the child spans it starts and how they end."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str | None]] = []
+
+    def call(self, upstream: str, target: str) -> _Span:
+        self.calls.append((upstream, "open"))
+        return self
+
+    def end(self, error: str | None) -> None:
+        name, _ = self.calls[-1]
+        self.calls[-1] = (name, error)
+
+
+def test_each_fetch_is_a_span_of_the_request_that_caused_it(rsa_a: SigningKey) -> None:
+    span = _Span()
+    source = Source(document(rsa_a))
+    keys = cache(source, Clock())
+    with Flask(__name__).test_request_context(environ_base={TRACE_ENVIRON: span}):
+        assert keys.key_for("a") is not None
+        source.down = True
+        assert keys.key_for("unknown") is None  # an unknown kid: one refresh, which fails
+    assert span.calls == [("jwks", None), ("jwks", "down")]

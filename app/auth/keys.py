@@ -16,10 +16,12 @@ from typing import Any, Protocol
 
 import gevent
 import jwt
+from flask import has_request_context, request
 from gevent.event import Event
 
 from app import metrics
 from app.auth.errors import KeysUnavailable
+from app.tracing import TRACE_ENVIRON, RequestSpan
 
 __all__ = [
     "JwksError", "JwksKeys", "KeySource", "StaticKeys", "VerifyingKey", "algorithms_for", "key_from_jwk",
@@ -119,6 +121,11 @@ class StaticKeys:
         return self._key
 
 
+def _request_span() -> RequestSpan | None:
+    """The current request's trace span, when there is a request."""
+    return request.environ.get(TRACE_ENVIRON) if has_request_context() else None
+
+
 class JwksKeys:
     """A JWKS cache for one worker; ``fetch`` returns the document's bytes or raises JwksError."""
 
@@ -174,19 +181,25 @@ class JwksKeys:
         if self._keys is None and not self._may_try(self._clock()):
             return  # cold and recently failed: answer 503 now rather than hammer the provider
         done = self._in_flight = Event()
+        # The fetch is a child span of the request that caused it (taken here: a spawned greenlet
+        # has no request context).
+        span = _request_span()
         if wait:
-            self._fetch_and_store(done)
+            self._fetch_and_store(done, span)
         else:
-            self._spawn(lambda: self._fetch_and_store(done))
+            self._spawn(lambda: self._fetch_and_store(done, span))
 
-    def _fetch_and_store(self, done: Event) -> None:
+    def _fetch_and_store(self, done: Event, span: RequestSpan | None = None) -> None:
+        call = span.call("jwks", "identity provider") if span is not None else None
+        error_text: str | None = None
         try:
             self.fetches += 1
             keys = parse_jwks(self._fetch(), self._allowed)
         except JwksError as error:
+            error_text = str(error)
             self._failed_at = self._clock()
             kept = "keeping the last good set" if self._keys is not None else "no keys yet"
-            log.warning("JWKS refresh failed", extra={"fields": {"cause": str(error), "outcome": kept}})
+            log.warning("JWKS refresh failed", extra={"fields": {"cause": error_text, "outcome": kept}})
             metrics.record_jwks_refresh(False)
         else:
             self._keys, self._fetched_at, self._failed_at = keys, self._clock(), None
@@ -194,3 +207,5 @@ class JwksKeys:
         finally:
             self._in_flight = None
             done.set()
+            if call is not None:
+                call.end(error_text)
