@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,6 +16,7 @@ from app.auth.errors import KeysUnavailable
 from app.auth.keys import JwksError, JwksKeys, parse_jwks
 from app.tracing import TRACE_ENVIRON
 from tests.conftest import AppFactory
+from tests.fakes import free_port
 from tests.fakes.backend import Backend
 from tests.fakes.idp import AUDIENCE, ISSUER, Idp, SigningKey, claims
 
@@ -245,10 +245,7 @@ def test_outage_with_a_cold_cache_is_503_then_recovers(make_app: AppFactory, bac
 
 
 def test_unreachable_identity_provider_is_503(make_app: AppFactory, backend: Backend, rsa_a: SigningKey) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    client = jwks_app(make_app, backend, f"http://127.0.0.1:{port}/jwks")
+    client = jwks_app(make_app, backend, f"http://127.0.0.1:{free_port()}/jwks")
     assert client.get("/orders", headers=bearer(rsa_a)).status_code == 503
     assert client.get("/orders").status_code == 401  # no token: nothing to fetch keys for
     assert backend.received == []

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import socket
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 
 from tests.conftest import AppFactory, echo_config
+from tests.fakes import free_port
 from tests.fakes.backend import GZIP_BODY, Backend
 
 
@@ -178,15 +178,8 @@ def _problem(response: Any, status: int) -> dict[str, Any]:
     return body
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 def test_refused_connection_is_502(make_app: AppFactory) -> None:
-    app = make_app(UPSTREAMS={"echo": {"targets": [f"http://127.0.0.1:{_closed_port()}"]}},
+    app = make_app(UPSTREAMS={"echo": {"targets": [f"http://127.0.0.1:{free_port()}"]}},
                    ROUTES=[{"path": "/<path:rest>", "upstream": "echo", "auth": "public"}])
     body = _problem(app.test_client().get("/x"), 502)
     assert body["type"].endswith("/upstream-unreachable")

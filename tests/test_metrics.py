@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 from typing import Any
 
@@ -16,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from app import metrics
 from app.config import ConfigError
 from tests.conftest import AppFactory, echo_config
+from tests.fakes import free_port
 from tests.fakes.backend import Backend
 
 CATCH_ALL = "/<path:rest>"
@@ -88,16 +88,8 @@ def test_upstream_outcomes_ok_5xx_and_latency(client: FlaskClient, backend: Back
     assert sample("frontdesk_upstream_duration_seconds_bucket", upstream="echo", le="0.1") == slow_before + 2
 
 
-def _closed_port() -> int:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port: int = probe.getsockname()[1]
-    probe.close()
-    return port
-
-
 def test_upstream_failures_are_counted_by_outcome(make_app: AppFactory, backend: Backend) -> None:
-    dead = f"http://127.0.0.1:{_closed_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     refused = make_app(**{**echo_config(backend), "UPSTREAMS": {"echo": {"targets": [dead]}}}).test_client()
     before = sample("frontdesk_upstream_requests_total", upstream="echo", target=dead, outcome="connect_error")
     assert call(refused, "GET", "/x").status_code == 502

@@ -20,7 +20,8 @@ from app.config import ConfigError
 from app.ratelimit import by_header, limiter
 from tests.conftest import AppFactory, echo_config
 from tests.fakes.backend import Backend
-from tests.fakes.redisd import RedisServer, SilentServer, free_port
+from tests.fakes import free_port
+from tests.fakes.redisd import RedisServer, SilentServer
 
 API_KEY = "frontdesk-test-key-0000000000000000"  # the testing settings' "tests" consumer, plan "free"
 

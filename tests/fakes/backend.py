@@ -166,6 +166,17 @@ def _parse_status(text: str) -> int:
     return int(text)
 
 
+def _parse_delay(text: str) -> float:
+    """Seconds to wait, from a path segment or a query value: finite and not negative."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise _BadRequest(f"bad delay: {text!r}") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise _BadRequest(f"bad delay: {text!r}")
+    return seconds
+
+
 def _parse_size(text: str) -> int:
     """A non-negative decimal size from text, or _BadRequest."""
     # isdigit() alone would accept Unicode digits and int() would accept '+', '_' and spaces.
@@ -507,13 +518,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer_slow(self, text: str, received: Received) -> None:
         """Sleep (cooperatively under gevent, which patches time.sleep), then echo."""
-        try:
-            seconds = float(text)
-        except ValueError:
-            raise _BadRequest(f"bad delay: {text!r}") from None
-        if not math.isfinite(seconds) or seconds < 0:
-            raise _BadRequest(f"bad delay: {text!r}")
-        time.sleep(seconds)
+        time.sleep(_parse_delay(text))
         self._answer_echo(received)
 
     def _answer_truncated(self) -> None:
@@ -558,13 +563,7 @@ class _Handler(BaseHTTPRequestHandler):
         status = _parse_status(_first(pairs, "status") or "200")
         delay = _first(pairs, "delay")
         if delay is not None:
-            try:
-                seconds = float(delay)
-            except ValueError:
-                raise _BadRequest(f"bad delay: {delay!r}") from None
-            if not math.isfinite(seconds) or seconds < 0:
-                raise _BadRequest(f"bad delay: {delay!r}")
-            time.sleep(seconds)
+            time.sleep(_parse_delay(delay))
         headers: list[tuple[str, str]] = []
         for key, value in pairs:
             if key == "header":

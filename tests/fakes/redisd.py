@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import redis
 
+from tests.fakes import free_port
+
 REDIS_SERVER = "/usr/bin/redis-server"
 
 
@@ -27,14 +29,6 @@ def redis_binary() -> str:
             pytest.fail("redis-server is not installed (.ci/run installs the Debian package redis-server)")
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
     return found
-
-
-def free_port() -> int:
-    """A port nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class RedisServer:
