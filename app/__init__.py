@@ -25,7 +25,7 @@ from app.metrics import configure as configure_metrics
 from app.metrics_endpoint import build_metrics_blueprint, read_metrics_settings
 from app.proxy import Upstream, upstreams
 from app.ratelimit import limiter
-from app.routes import build_routes_blueprint, read_routes
+from app.routes import DECLARED, build_routes_blueprint, read_routes
 from app.tracing import build_tracer, read_tracing_settings
 
 __all__ = ["ConfigError", "Upstream", "create_app", "create_app_or_exit", "upstreams"]
@@ -62,6 +62,7 @@ def create_app(
     register_error_handlers(app)
 
     routes = read_routes(config, upstreams.settings(app))
+    app.extensions[DECLARED] = routes
     if blueprints is None:
         from blueprints import BLUEPRINTS  # here, not at the top: blueprints import app
 

@@ -18,7 +18,10 @@ from app.guard import EdgeOverride, apply_edge, read_edge_override
 from app.proxy import ProxyResponse, Upstream, UpstreamPath
 from app.ratelimit import check_limits, limit_declared_route
 
-__all__ = ["RouteSettings", "build_routes_blueprint", "read_routes"]
+__all__ = ["DECLARED", "RouteSettings", "build_routes_blueprint", "read_routes"]
+
+#: Where ``create_app`` keeps the declared routes in ``app.extensions``, for the inventory.
+DECLARED = "frontdesk.routes"
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 # <converter(args):name> -> <converter(args)>: the rule's shape without its variable names.

@@ -19,7 +19,7 @@ from app.caching.serve import serve
 from app.caching.settings import RouteCache, read_cache, route_cache
 from app.config import ConfigError
 
-__all__ = ["EXTENSION", "Cache", "apply_cache", "cache", "cache_response", "invalidate_after_write"]
+__all__ = ["EXTENSION", "Cache", "apply_cache", "cache", "cache_response", "cache_policy_of", "invalidate_after_write"]
 
 #: Where the cache runtime lives in ``app.extensions``.
 EXTENSION = "frontdesk.cache"
@@ -81,6 +81,12 @@ def apply_cache(policy: RouteCache) -> Callable[[View], View]:
         return cast(View, cached)
 
     return decorate
+
+
+def cache_policy_of(view: Callable[..., Any]) -> RouteCache | None:
+    """The cache policy a view was given, or None."""
+    policy = getattr(view, _ATTRIBUTE, None)
+    return policy if isinstance(policy, RouteCache) else None
 
 
 def cache_response(*, ttl: float, vary: Iterable[str] = (), scope: str = "public") -> Callable[[View], View]:

@@ -38,6 +38,7 @@ class _Runtime:
     session: requests.Session
     states: dict[str, UpstreamState]
     monitor: Monitor
+    by_blueprint: dict[str, list[str]]  # the upstreams each code blueprint declared, for the inventory
 
 
 def _runtime(app: Flask | None = None) -> _Runtime:
@@ -55,7 +56,7 @@ class Upstreams:
         settings = read_upstreams(app.config)
         session = build_session(settings)
         states = build_states(session, settings)
-        app.extensions[_EXTENSION] = _Runtime(session, states, Monitor(states))
+        app.extensions[_EXTENSION] = _Runtime(session, states, Monitor(states), {})
 
     def use_resolver(self, app: Flask, resolver: Resolver) -> None:
         """Resolve host names with ``resolver`` from now on, starting now (tests control DNS this way)."""
@@ -81,6 +82,11 @@ class Upstreams:
         """The upstreams marked ``critical`` that have no target able to take calls now."""
         return [name for name, state in _runtime(app).states.items()
                 if state.settings.resilience.critical and not state.has_available()]
+
+    def of_blueprint(self, blueprint: str, app: Flask | None = None) -> tuple[str, ...]:
+        """The upstreams a code blueprint declared with ``Upstream(name, bp)``, in declaration order."""
+        runtime: _Runtime = (app or current_app).extensions[_EXTENSION]
+        return tuple(runtime.by_blueprint.get(blueprint, ()))
 
     def settings(self, app: Flask | None = None) -> dict[str, UpstreamSettings]:
         """Every configured upstream's settings, by name."""
@@ -113,6 +119,8 @@ class Upstream:
         if self.name not in state.app.extensions[_EXTENSION].states:
             raise ConfigError(f"upstreams.{self.name}", None,
                               f"an [upstreams.{self.name}] table: blueprint {state.blueprint.name!r} forwards to it")
+        endpoint_prefix = ".".join(filter(None, (state.name_prefix, state.name)))  # as in the endpoints' names
+        state.app.extensions[_EXTENSION].by_blueprint.setdefault(endpoint_prefix, []).append(self.name)
 
     def forward(self, path: str | None = None, *, query: str | None = None,
                 retry_any_method: bool = False) -> ProxyResponse:
