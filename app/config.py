@@ -49,17 +49,24 @@ class Problems:
     A reader that can go on past a bad entry reports it and goes on; one that cannot raises, and
     :meth:`read` gives that section up at its first problem. A problem about a key at, above or
     under one already reported is a consequence of it (``upstreams.users`` missing after
-    ``upstreams.users.timeout`` was refused) and is not listed again.
+    ``upstreams.users.timeout`` was refused) and is not listed again; so is one found ``after``
+    a section that was put back to its defaults.
     """
 
     def __init__(self, *, collect: bool = False) -> None:
         self.collect = collect
         self.errors: list[ConfigError] = []
+        self.reset: set[str] = set()  # sections found bad and read again from their defaults
 
-    def report(self, error: ConfigError) -> None:
-        """Raise ``error`` (starting), or note it so the reader can go on (checking)."""
+    def report(self, error: ConfigError, *, after: str | None = None) -> None:
+        """Raise ``error`` (starting), or note it so the reader can go on (checking).
+
+        ``after`` names the section the finding depends on (``AUTH`` for a scheme a route needs).
+        """
         if not self.collect:
             raise error
+        if after in self.reset:
+            return
         if not any(_related(error.key, seen.key) for seen in self.errors):
             self.errors.append(error)
 
@@ -77,6 +84,7 @@ class Problems:
                 fresh = section_defaults(env)
                 for section in broken:
                     config[section] = fresh[section]
+                    self.reset.add(section)
         return read()  # every section at its defaults: an error now is the settings class's own
 
 

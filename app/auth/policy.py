@@ -138,7 +138,7 @@ def check_policies(app: Flask, configured: Iterable[str]) -> None:
         if policy is None:
             problems.report(ConfigError(where, rule.endpoint, "@public, @require_jwt, @require_api_key or "
                                         "@require_auth on the view (auth = ... on a declared route): none is "
-                                        "public by accident"))
+                                        "public by accident"), after="ROUTE_DEFAULTS")
             continue
         if policy.public:
             continue
@@ -146,4 +146,4 @@ def check_policies(app: Flask, configured: Iterable[str]) -> None:
         if missing or not available:
             problems.report(ConfigError(where, rule.endpoint,
                                         f"configured schemes for it ([auth.jwt] / [auth.api_keys]); missing: "
-                                        f"{', '.join(missing or policy.schemes or SCHEMES)}"))
+                                        f"{', '.join(missing or policy.schemes or SCHEMES)}"), after="AUTH")
