@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from app.check import check_config
 from app.guard import edge_policy
 from app.ratelimit import by_consumer, limiter
 from tests.conftest import AppFactory
+from tests.gateway import Gateway
 
 NOWHERE = "http://127.0.0.1:9"
 ERROR_PREFIX = "frontdesk: configuration error: "
@@ -171,6 +173,30 @@ def test_check_finds_each_class_of_problem_once(tmp_path: Path, text: str, key: 
     assert not report.ok
 
 
+# A section found bad is read again from its defaults; what then fails only because of that is not listed.
+CONSEQUENCES: list[tuple[str, str, list[str]]] = [
+    ("refused upstream used by a route and a blueprint",
+     f'[upstreams.users]\ntargets = ["{NOWHERE}"]\ntimeout = "soon"\n\n[[routes]]\npath = "/u"\n'
+     'upstream = "users"\nauth = "public"\n', ["upstreams.users.timeout"]),
+    ("bad [upstream_defaults]", "[upstream_defaults]\ntimeout = 0\n", ["upstream_defaults.timeout"]),
+    ("upstreams not a table", "upstreams = 3\n", ["upstreams"]),
+    ("bad [auth], so no scheme for the routes", f'[auth]\nrealm = 5\n[auth.api_keys.consumers.ci]\n'
+     f'key_sha256 = "{"0" * 64}"\n\n{ROUTE}auth = {{ scopes = ["pay"] }}\n', ["auth.realm"]),
+    ("bad default auth, so routes without one", f'[route_defaults]\nauth = "everyone"\n\n{ROUTE}',
+     ["route_defaults.auth"]),
+]
+
+
+@pytest.mark.parametrize(("text", "keys"), [case[1:] for case in CONSEQUENCES],
+                         ids=[case[0] for case in CONSEQUENCES])
+def test_check_does_not_list_consequences(tmp_path: Path, text: str, keys: list[str]) -> None:
+    path = tmp_path / "gateway.toml"
+    path.write_text(text)
+    # Production: its [auth] has no scheme to fall back on; the blueprints' upstreams are the testing ones.
+    report = check_config("production", config_file=str(path), blueprints=[])
+    assert [problem.key for problem in report.problems] == keys
+
+
 def test_check_reports_a_missing_file(tmp_path: Path) -> None:
     report = check_config(config_file=str(tmp_path / "absent.toml"))
     assert [str(problem) for problem in report.problems] == [
@@ -314,6 +340,19 @@ def test_flask_gateway_commands_on_a_good_configuration(tmp_path: Path) -> None:
     routes = {route["endpoint"]: route for route in json.loads(listed.stdout)}
     assert routes["routes.r0_pay"]["upstreams"] == ["pay"]
     assert routes["users.item"]["auth"]["scopes"] == ["users:read"]
+
+
+@pytest.mark.e2e
+def test_gunicorn_refuses_to_start_listing_every_problem(start_gateway: Callable[..., Gateway]) -> None:
+    gateway = start_gateway(MANY, wait=False)
+    try:
+        code = gateway.wait(30)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"the gateway started despite its problems:\n{gateway.log()}") from None
+    assert code != 0
+    lines = [line for line in gateway.log().splitlines() if line.startswith(ERROR_PREFIX)]
+    assert [line.removeprefix(ERROR_PREFIX).split(" = ")[0] for line in lines] == MANY_KEYS  # from the preflight
+    assert "Traceback" not in gateway.log()
 
 
 @pytest.mark.parametrize("argv", [[], ["chek"], ["check", "--conifg", "x.toml"], ["check", "--config"]])
