@@ -15,6 +15,7 @@ from flask import Blueprint, Flask
 
 from app.auth import auth
 from app.caching import cache
+from app.check import ERROR_PREFIX, REFUSED
 from app.cli import gateway
 from app.config import PROBLEMS, ConfigError, Problems, load_config
 from app.edge import read_edge_settings, wrap_wsgi
@@ -101,5 +102,5 @@ def create_app_or_exit() -> Flask:
     try:
         return create_app()
     except ConfigError as error:
-        print(f"frontdesk: configuration error: {error}", file=sys.stderr, flush=True)
-        raise SystemExit(3) from None  # gunicorn's WORKER_BOOT_ERROR: the master stops too
+        print(f"{ERROR_PREFIX} {error}", file=sys.stderr, flush=True)
+        raise SystemExit(REFUSED) from None  # gunicorn's WORKER_BOOT_ERROR: the master stops too

@@ -1,7 +1,7 @@
 """``python -m app check [--config FILE]``: the configuration check without Flask's CLI (gunicorn's preflight).
 
 The same check as ``flask gateway check`` (app/check.py): 0 when the gateway would start,
-1 with every problem on stderr, one line each, when it would not; 2 for a wrong command line.
+3 with every problem on stderr, one line each, when it would not; 2 for a wrong command line.
 """
 
 from __future__ import annotations

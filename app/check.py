@@ -17,10 +17,13 @@ from flask import Blueprint
 from app.config import ConfigError, Problems
 from app.proxy import upstreams
 
-__all__ = ["CheckReport", "check_config", "run_check"]
+__all__ = ["ERROR_PREFIX", "REFUSED", "CheckReport", "check_config", "run_check"]
 
 #: The prefix of each problem's line, as a refused start writes it (gunicorn's log shows these).
 ERROR_PREFIX = "frontdesk: configuration error:"
+#: The exit status of a refused configuration, the same as a worker's refused start (gunicorn's
+#: WORKER_BOOT_ERROR), so the master exits with it either way; 1 stays a crash, 2 a usage error.
+REFUSED = 3
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,8 @@ def check_config(env: str | None = None, *, config_file: str | None = None,
 def run_check(config_file: str | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Check the configuration the environment names; print each problem or a summary; the exit code.
 
-    Problems go to ``err``, one line each starting with its key; 0 means the gateway would start.
+    Problems go to ``err``, one line each starting with its key; 0 means the gateway would start,
+    ``REFUSED`` that it would not.
     """
     out, err = out or sys.stdout, err or sys.stderr
     report = check_config(config_file=config_file)
@@ -65,6 +69,6 @@ def run_check(config_file: str | None = None, out: TextIO | None = None, err: Te
         count = len(report.problems)
         print(f"frontdesk: {count} configuration problem{'s' if count > 1 else ''}; the gateway would not start",
               file=err, flush=True)
-        return 1
+        return REFUSED
     print(f"frontdesk: configuration ok ({report.env}, {report.rules} rules)", file=out, flush=True)
     return 0

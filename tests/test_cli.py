@@ -18,7 +18,7 @@ from app import ConfigError, Upstream, create_app
 from app.__main__ import main
 from app.auth import require_auth
 from app.caching import cache_response
-from app.check import check_config
+from app.check import REFUSED, check_config
 from app.guard import edge_policy
 from app.ratelimit import by_consumer, limiter
 from tests.conftest import AppFactory
@@ -270,7 +270,7 @@ def test_check_lists_every_problem_with_its_key(tmp_path: Path, make_app: AppFac
     path.write_text(MANY)
     result = make_app().test_cli_runner().invoke(args=["gateway", "check", "--config", str(path)])
 
-    assert result.exit_code == 1
+    assert result.exit_code == REFUSED == 3  # as a worker's refused start: gunicorn's WORKER_BOOT_ERROR
     assert result.stdout == ""
     *lines, summary = result.stderr.splitlines()
     assert [line.removeprefix(ERROR_PREFIX).split(" = ")[0] for line in lines] == MANY_KEYS
@@ -311,19 +311,19 @@ def test_flask_gateway_check_runs_on_a_configuration_wsgi_cannot_load(tmp_path: 
 
     # The server's own entry point stops at the first problem, with one line ...
     served = run([sys.executable, "-c", "import wsgi"], tmp_path, GATEWAY_CONFIG=str(path))
-    assert served.returncode == 3
+    assert served.returncode == REFUSED
     assert served.stderr.splitlines() == [f"{ERROR_PREFIX}log.levle = 'INFO': expected no such key (misspelt?)"]
 
     # ... while the check, given the same module, lists them all.
     checked = run([flask, "--app", "wsgi", "gateway", "check"], tmp_path, GATEWAY_CONFIG=str(path))
-    assert checked.returncode == 1, checked.stderr
+    assert checked.returncode == REFUSED, checked.stderr
     lines = [line for line in checked.stderr.splitlines() if line.startswith(ERROR_PREFIX)]
     assert [line.removeprefix(ERROR_PREFIX).split(" = ")[0] for line in lines] == MANY_KEYS
     assert "Traceback" not in checked.stderr
 
     # python -m app check (gunicorn's preflight) is the same check.
     module = run([sys.executable, "-m", "app", "check", "--config", str(path)], tmp_path)
-    assert (module.returncode, module.stderr) == (1, checked.stderr)
+    assert (module.returncode, module.stderr) == (REFUSED, checked.stderr)
 
 
 def test_flask_gateway_commands_on_a_good_configuration(tmp_path: Path) -> None:
