@@ -9,7 +9,7 @@ cannot stop the command meant to report it. ``create_app`` also adds it to ``app
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import click
 from flask import current_app
@@ -98,5 +98,4 @@ def _aggregate(route: RouteInfo) -> str:
 
 
 def _joined(items: Iterable[str]) -> str:
-    parts: Sequence[str] = list(items)
-    return "; ".join(parts) or "-"
+    return "; ".join(items) or "-"
