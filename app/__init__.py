@@ -1,20 +1,23 @@
 """Frontdesk: an API gateway built as a Flask application.
 
 ``create_app`` only assembles, in the order a request meets the layers: settings, the WSGI
-edge, extensions, error handlers, blueprints.
+edge, extensions, error handlers, blueprints. Given a collecting ``Problems``, it goes on past
+bad settings to find them all (``flask gateway check``); without one, the first stops it.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from flask import Blueprint, Flask
 
 from app.auth import auth
 from app.caching import cache
-from app.config import ConfigError, load_config
+from app.check import ERROR_PREFIX, REFUSED
+from app.cli import gateway
+from app.config import PROBLEMS, ConfigError, Problems, load_config
 from app.edge import read_edge_settings, wrap_wsgi
 from app.errors import register_error_handlers
 from app.guard import EdgeGuard, compile_route_policies
@@ -28,7 +31,9 @@ from app.ratelimit import limiter
 from app.routes import DECLARED, build_routes_blueprint, read_routes
 from app.tracing import build_tracer, read_tracing_settings
 
-__all__ = ["ConfigError", "Upstream", "create_app", "create_app_or_exit", "upstreams"]
+__all__ = ["ConfigError", "Problems", "Upstream", "create_app", "create_app_or_exit", "upstreams"]
+
+T = TypeVar("T")
 
 
 def create_app(
@@ -36,32 +41,44 @@ def create_app(
     *,
     config_file: str | None = None,
     blueprints: Iterable[Blueprint] | None = None,
+    problems: Problems | None = None,
     **overrides: Any,
 ) -> Flask:
     """Build the gateway: ``env`` picks the settings class, ``overrides`` win over every source.
 
     ``blueprints`` replaces the project's list (``blueprints.BLUEPRINTS``), for tests.
+    ``problems`` collects every bad setting instead of raising the first (app/check.py).
     """
-    env_name, config = load_config(env, config_file, overrides)
+    problems = problems or Problems()
+    env_name, config = load_config(env, config_file, overrides, problems=problems)
     app = Flask(__name__, static_folder=None)
     app.config.update(config, GATEWAY_ENV=env_name)
-    configure_logging(read_log_settings(config))
-    metrics_settings = read_metrics_settings(config)
-    configure_metrics(metrics_settings.enabled)
-    tracer = build_tracer(read_tracing_settings(config))
+    app.extensions[PROBLEMS] = problems
+    config = app.config  # a section found bad while checking is put back to its defaults here
 
-    edge = read_edge_settings(config)
+    def read(sections: str | tuple[str, ...], read: Callable[[], T]) -> T:
+        return problems.read(config, env_name, (sections,) if isinstance(sections, str) else sections, read)
+
+    configure_logging(read("LOG", lambda: read_log_settings(config)))
+    metrics_settings = read("METRICS", lambda: read_metrics_settings(config))
+    configure_metrics(metrics_settings.enabled)
+    tracer = build_tracer(read("TRACING", lambda: read_tracing_settings(config)))
+
+    edge = read("EDGE", lambda: read_edge_settings(config))
     app.wsgi_app = wrap_wsgi(EdgeGuard(app, edge.guard), edge, tracer)  # type: ignore[method-assign,assignment]
-    upstreams.init_app(app)
-    auth.init_app(app)
+    read(("UPSTREAM_DEFAULTS", "UPSTREAMS"), lambda: upstreams.init_app(app))
+    read("AUTH", lambda: auth.init_app(app))
     # The gateway's own hooks first (cheap: note the route for the access log, move credentials
     # off the headers), then the limiter's, so even an app-wide 429 is logged with its route.
     install_hooks(app)
-    limiter.init_app(app)  # the app-wide limit per client address, before any view's policy
-    cache.init_app(app)
+    read("RATELIMIT", lambda: limiter.init_app(app))  # the app-wide limit per client address, before any view's
+    read("CACHE", lambda: cache.init_app(app))
     register_error_handlers(app)
 
-    routes = read_routes(config, upstreams.settings(app))
+    # An upstream that was declared but refused is still a name routes may use: one problem, not two.
+    declared = config["UPSTREAMS"] if isinstance(config["UPSTREAMS"], dict) else {}
+    names = {*upstreams.settings(app), *declared}
+    routes = read(("ROUTE_DEFAULTS", "ROUTES"), lambda: read_routes(config, names, problems))
     app.extensions[DECLARED] = routes
     if blueprints is None:
         from blueprints import BLUEPRINTS  # here, not at the top: blueprints import app
@@ -76,6 +93,7 @@ def create_app(
         app.register_blueprint(blueprint)
     auth.check(app)  # every route registered by now must carry an auth policy
     compile_route_policies(app, edge.guard)  # per-route edge settings, checked at start
+    app.cli.add_command(gateway)  # flask gateway routes / check (app/cli.py)
     return app
 
 
@@ -84,5 +102,5 @@ def create_app_or_exit() -> Flask:
     try:
         return create_app()
     except ConfigError as error:
-        print(f"frontdesk: configuration error: {error}", file=sys.stderr, flush=True)
-        raise SystemExit(3) from None  # gunicorn's WORKER_BOOT_ERROR: the master stops too
+        print(f"{ERROR_PREFIX} {error}", file=sys.stderr, flush=True)
+        raise SystemExit(REFUSED) from None  # gunicorn's WORKER_BOOT_ERROR: the master stops too

@@ -1,20 +1,24 @@
-"""``python -m app check``: build the gateway once from the environment, serve nothing."""
+"""``python -m app check [--config FILE]``: the configuration check without Flask's CLI (gunicorn's preflight).
+
+The same check as ``flask gateway check`` (app/check.py): 0 when the gateway would start,
+3 with every problem on stderr, one line each, when it would not; 2 for a wrong command line.
+"""
 
 from __future__ import annotations
 
 import sys
 
-from app import create_app_or_exit
+from app.check import run_check
+
+_USAGE = "usage: python -m app check [--config FILE]"
 
 
 def main(argv: list[str]) -> int:
-    """Validate the configuration the environment names; 0 when it would start."""
-    if argv != ["check"]:
-        print("usage: python -m app check", file=sys.stderr)
+    """Validate the configuration the environment (or ``--config``) names; 0 when it would start."""
+    if argv[:1] != ["check"] or len(argv) not in (1, 3) or (len(argv) == 3 and argv[1] != "--config"):
+        print(_USAGE, file=sys.stderr)
         return 2
-    app = create_app_or_exit()
-    print(f"frontdesk: configuration ok ({app.config['GATEWAY_ENV']}, {len(app.url_map._rules)} rules)")
-    return 0
+    return run_check(argv[2] if len(argv) == 3 else None)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 Every component reads its own section once, at start-up, through :class:`Section` into a frozen
 dataclass. A bad value raises :class:`ConfigError`, whose message is the one line an operator sees.
+Readers that can go on past a bad entry (the next upstream, the next route) hand it to
+:class:`Problems` instead: raised at once when the gateway starts, collected when it is only checked.
 """
 
 from __future__ import annotations
@@ -10,12 +12,20 @@ import copy
 import os
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from settings import DEFAULT_ENV, ENVIRONMENTS, Base
 
-__all__ = ["ConfigError", "Section", "load_config"]
+if TYPE_CHECKING:
+    from flask.sansio.app import App
+
+__all__ = ["PROBLEMS", "ConfigError", "Problems", "Section", "load_config", "problems_of", "section_defaults"]
+
+#: Where ``create_app`` keeps its :class:`Problems` in ``app.extensions``, for the checks made as
+#: blueprints register (a code blueprint's upstream, every route's auth policy).
+PROBLEMS = "frontdesk.problems"
+T = TypeVar("T")
 
 # Variables with a double underscore override one key: GATEWAY_UPSTREAMS__USERS__TIMEOUT=2.
 _OVERRIDE_PREFIX = "GATEWAY_"
@@ -33,27 +43,95 @@ class ConfigError(Exception):
         self.key = key
 
 
+class Problems:
+    """Where readers report bad settings: raised at once when starting, collected when checking.
+
+    A reader that can go on past a bad entry reports it and goes on; one that cannot raises, and
+    :meth:`read` gives that section up at its first problem. A problem about a key at, above or
+    under one already reported is a consequence of it (``upstreams.users`` missing after
+    ``upstreams.users.timeout`` was refused) and is not listed again; so is one found ``after``
+    a section that was put back to its defaults.
+    """
+
+    def __init__(self, *, collect: bool = False) -> None:
+        self.collect = collect
+        self.errors: list[ConfigError] = []
+        self.reset: set[str] = set()  # sections found bad and read again from their defaults
+
+    def report(self, error: ConfigError, *, after: str | None = None) -> None:
+        """Raise ``error`` (starting), or note it so the reader can go on (checking).
+
+        ``after`` names the section the finding depends on (``AUTH`` for a scheme a route needs).
+        """
+        if not self.collect:
+            raise error
+        if after in self.reset:
+            return
+        if not any(_related(error.key, seen.key) for seen in self.errors):
+            self.errors.append(error)
+
+    def read(self, config: MutableMapping[str, Any], env: str, sections: tuple[str, ...],
+             read: Callable[[], T]) -> T:
+        """``read()``; when checking and it fails, report it, restore the section it names to the
+        environment's defaults (each of ``sections`` when it names none) and read again."""
+        for _ in range(len(sections) + 1):
+            try:
+                return read()
+            except ConfigError as error:
+                self.report(error)  # raises when starting
+                head = re.split(r"[.\[]", error.key, maxsplit=1)[0].upper()
+                broken = (head,) if head in sections else sections
+                fresh = section_defaults(env)
+                for section in broken:
+                    config[section] = fresh[section]
+                    self.reset.add(section)
+        return read()  # every section at its defaults: an error now is the settings class's own
+
+
+def _related(key: str, other: str) -> bool:
+    """Whether one key is the other, or a table or entry that contains it."""
+    return any(longer == shorter or (longer.startswith(shorter) and longer[len(shorter)] in ".[")
+               for longer, shorter in ((key, other), (other, key)))
+
+
+def problems_of(app: App) -> Problems:
+    """The app's :class:`Problems` (one that raises for an app ``create_app`` did not build)."""
+    problems: Problems = app.extensions.get(PROBLEMS) or Problems()
+    return problems
+
+
+def section_defaults(env: str) -> dict[str, Any]:
+    """The sections of the environment's settings class alone, before any file or override."""
+    settings_class = ENVIRONMENTS[env]
+    # A deep copy: the class attributes (lists included) are shared by every app built from them.
+    return copy.deepcopy({key: getattr(settings_class, key) for key in dir(settings_class) if key in _SECTIONS})
+
+
 def load_config(
     env: str | None = None,
     config_file: str | None = None,
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] = os.environ,
+    problems: Problems | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """The environment's name and its merged raw configuration, sections by upper-case name."""
+    """The environment's name and its merged raw configuration, sections by upper-case name.
+
+    An unknown section or override variable goes to ``problems`` and is left out; an unknown
+    environment or an unreadable file always raises: nothing after it could be judged.
+    """
+    problems = problems or Problems()
     name = env or environ.get("GATEWAY_ENV") or DEFAULT_ENV
     if name not in ENVIRONMENTS:
         raise ConfigError("GATEWAY_ENV", name, "one of " + ", ".join(sorted(ENVIRONMENTS)))
-    settings_class = ENVIRONMENTS[name]
-    # A deep copy: the class attributes (lists included) are shared by every app built from them.
-    config = copy.deepcopy({key: getattr(settings_class, key) for key in dir(settings_class) if key in _SECTIONS})
+    config = section_defaults(name)
 
     path = config_file or environ.get("GATEWAY_CONFIG")
     if path:
-        config = _merge(config, _sections(_read_toml(path), config, "GATEWAY_CONFIG " + path))
-    config = _merge(config, _environment_overrides(environ, config))
+        config = _merge(config, _sections(_read_toml(path), config, "GATEWAY_CONFIG " + path, problems))
+    config = _merge(config, _environment_overrides(environ, config, problems))
     if overrides:
-        config = _merge(config, _sections(overrides, config, "create_app", upper=True))
-    return name, {**config, "TESTING": settings_class.TESTING}
+        config = _merge(config, _sections(overrides, config, "create_app", problems, upper=True))
+    return name, {**config, "TESTING": ENVIRONMENTS[name].TESTING}
 
 
 def _read_toml(path: str) -> dict[str, Any]:
@@ -67,7 +145,7 @@ def _read_toml(path: str) -> dict[str, Any]:
 
 
 def _sections(
-    data: Mapping[str, Any], known: Mapping[str, Any], origin: str, upper: bool = False
+    data: Mapping[str, Any], known: Mapping[str, Any], origin: str, problems: Problems, upper: bool = False
 ) -> dict[str, Any]:
     """Map a file's (lower-case) or code's (upper-case) sections onto the known ones."""
     sections = {}
@@ -75,19 +153,23 @@ def _sections(
         section = key if upper else key.upper()
         if section not in known or (not upper and key != key.lower()):
             names = ", ".join(sorted(k.lower() for k in known))
-            raise ConfigError(f"{origin}: [{key}]", value, f"a known section ({names})")
+            problems.report(ConfigError(f"{origin}: [{key}]", value, f"a known section ({names})"))
+            continue
         sections[section] = value
     return sections
 
 
-def _environment_overrides(environ: Mapping[str, str], known: Mapping[str, Any]) -> dict[str, Any]:
+def _environment_overrides(
+    environ: Mapping[str, str], known: Mapping[str, Any], problems: Problems
+) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     for variable, value in environ.items():
         if not variable.startswith(_OVERRIDE_PREFIX) or _OVERRIDE_SEPARATOR not in variable:
             continue
         path = variable[len(_OVERRIDE_PREFIX):].lower().split(_OVERRIDE_SEPARATOR)
         if path[0].upper() not in known or not all(path):
-            raise ConfigError(variable, value, "GATEWAY_<SECTION>__<KEY> naming a known section and key")
+            problems.report(ConfigError(variable, value, "GATEWAY_<SECTION>__<KEY> naming a known section and key"))
+            continue
         node = overrides.setdefault(path[0].upper(), {})
         for part in path[1:-1]:
             node = node.setdefault(part, {})

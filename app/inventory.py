@@ -18,6 +18,7 @@ from werkzeug.routing import Rule
 from app.aggregate import AggregateSettings
 from app.auth import AuthPolicy, policy_of
 from app.caching import RouteCache, cache_policy_of
+from app.guard import EdgeOverride, edge_override_of
 from app.proxy import upstreams
 from app.ratelimit import by_client_address, by_consumer, limiter
 from app.routes import DECLARED, RouteSettings
@@ -53,6 +54,8 @@ class RouteInfo:
     aggregate: AggregateSettings | None
     summary: str  # the view's docstring, first line
     view: Callable[..., Any]
+    edge: EdgeOverride | None = None  # the route's own [edge] settings, over the app-wide ones
+    retry_any_method: bool = False  # a declared route whose upstream may retry POST/PATCH too
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready description (``gateway routes --json``)."""
@@ -70,6 +73,8 @@ class RouteInfo:
                 "timeout": self.aggregate.timeout, "concurrency": self.aggregate.concurrency,
                 "parts": [{"name": part.name, "upstream": part.upstream, "path": part.template,
                            "required": part.required} for part in self.aggregate.parts]},
+            "edge": None if self.edge is None else dict(self.edge.raw),
+            "retry_any_method": self.retry_any_method,
             "summary": self.summary,
         }
 
@@ -100,7 +105,8 @@ def _describe(app: Flask, rule: Rule, view: Callable[..., Any], route: RouteSett
         endpoint=rule.endpoint, rule=rule.rule, methods=methods,
         kind=kind, blueprint=blueprint, upstreams=targets, auth=policy_of(view), limits=_limits(app, rule),
         cache=cache_policy_of(view), aggregate=route.aggregate if route else None,
-        summary=doc.splitlines()[0] if doc else "", view=view)
+        summary=doc.splitlines()[0] if doc else "", view=view, edge=edge_override_of(view),
+        retry_any_method=route.retry_any_method if route else False)
 
 
 _GATEWAY_BLUEPRINTS = frozenset({"health", "metrics", "cache"})

@@ -13,7 +13,7 @@ from werkzeug.routing import Map, Rule, ValidationError
 from app.aggregate import AggregateSettings, read_aggregate, run_aggregate
 from app.auth import AuthPolicy, apply_policy, read_route_policy
 from app.caching import RouteCache, apply_cache, read_route_cache
-from app.config import ConfigError, Section
+from app.config import ConfigError, Problems, Section
 from app.guard import EdgeOverride, apply_edge, read_edge_override
 from app.proxy import ProxyResponse, Upstream, UpstreamPath
 from app.ratelimit import check_limits, limit_declared_route
@@ -45,8 +45,13 @@ class RouteSettings:
     aggregate: AggregateSettings | None = None
 
 
-def read_routes(config: Mapping[str, Any], upstream_names: Collection[str]) -> tuple[RouteSettings, ...]:
-    """Read and check every [[routes]] entry against the rules Flask accepts and the known upstreams."""
+def read_routes(config: Mapping[str, Any], upstream_names: Collection[str],
+                problems: Problems | None = None) -> tuple[RouteSettings, ...]:
+    """Read and check every [[routes]] entry against the rules Flask accepts and the known upstreams.
+
+    Each entry is read on its own: a bad one goes to ``problems`` and is left out.
+    """
+    problems = problems or Problems()
     raw_routes = config["ROUTES"]
     if not isinstance(raw_routes, list):
         raise ConfigError("routes", raw_routes, "an array of tables ([[routes]])")
@@ -58,21 +63,31 @@ def read_routes(config: Mapping[str, Any], upstream_names: Collection[str]) -> t
     seen: dict[tuple[str, str], int] = {}
     names: dict[str, int] = {}
     for index, raw in enumerate(raw_routes):
-        route = _read_route(Section(f"routes[{index}]", raw), default_methods, default_auth, upstream_names, index)
-        if route.name in names:
-            raise ConfigError(f"routes[{index}].name", route.name, f"a name not used by routes[{names[route.name]}]")
-        names[route.name] = index
-        # Rules that differ only in variable names match the same requests, and Flask answers
-        # HEAD on every GET rule: either way the later route would never be reached.
-        shape = _VARIABLE_NAME.sub(r"<\1>", route.path)
-        methods = {*route.methods, "HEAD"} if "GET" in route.methods else set(route.methods)
-        for method in sorted(methods):
-            if (shape, method) in seen:
-                raise ConfigError(f"routes[{index}].path", route.path,
-                                  f"a path and method ({method}) not already served by routes[{seen[shape, method]}]")
-            seen[shape, method] = index
+        try:
+            route = _read_route(Section(f"routes[{index}]", raw), default_methods, default_auth, upstream_names,
+                                index)
+            _check_unique(route, index, names, seen)
+        except ConfigError as error:
+            problems.report(error)
+            continue
         routes.append(route)
     return tuple(routes)
+
+
+def _check_unique(route: RouteSettings, index: int, names: dict[str, int], seen: dict[tuple[str, str], int]) -> None:
+    """Refuse a name or a path and method an earlier route has; note this route's."""
+    if route.name in names:
+        raise ConfigError(f"routes[{index}].name", route.name, f"a name not used by routes[{names[route.name]}]")
+    # Rules that differ only in variable names match the same requests, and Flask answers
+    # HEAD on every GET rule: either way the later route would never be reached.
+    shape = _VARIABLE_NAME.sub(r"<\1>", route.path)
+    methods = {*route.methods, "HEAD"} if "GET" in route.methods else set(route.methods)
+    for method in sorted(methods):
+        if (shape, method) in seen:
+            raise ConfigError(f"routes[{index}].path", route.path,
+                              f"a path and method ({method}) not already served by routes[{seen[shape, method]}]")
+    names[route.name] = index
+    seen.update(((shape, method), index) for method in methods)
 
 
 def _methods(section: Section) -> tuple[str, ...]:

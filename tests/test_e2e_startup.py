@@ -38,9 +38,11 @@ BAD_STARTS: list[tuple[str, str, dict[str, str], str]] = [
     ("unknown section", echo_toml(NOWHERE) + "[upstream_default]\ntimeout = 1\n", {}, "[upstream_default]"),
     ("route to unknown upstream", echo_toml(NOWHERE) + '[[routes]]\npath = "/x"\nupstream = "nope"\n', {},
      "routes[1].upstream"),
-    # Production declares no upstreams of its own (testing points the blueprints' ones nowhere).
-    ("blueprint upstream missing", f'[upstreams.echo]\ntargets = ["{NOWHERE}"]\n', {"GATEWAY_ENV": "production"},
-     "upstreams.users"),
+    # Production declares no upstreams or auth schemes of its own (testing points the blueprints' upstreams
+    # nowhere): everything but "users" is given, since the preflight lists every problem, one line each.
+    ("blueprint upstream missing", f'[upstreams.echo]\ntargets = ["{NOWHERE}"]\n[upstreams.orders]\n'
+     f'targets = ["{NOWHERE}"]\n[auth.api_keys.consumers.ci]\nkey_sha256 = "{"0" * 64}"\n',
+     {"GATEWAY_ENV": "production"}, "upstreams.users"),
     ("target with a path", echo_toml(NOWHERE + "/api"), {}, "upstreams.echo.targets"),
     ("invalid TOML", echo_toml(NOWHERE) + "timeout = = 1\n", {}, "GATEWAY_CONFIG"),
     ("missing config file", echo_toml(NOWHERE), {"GATEWAY_CONFIG": "/nonexistent/frontdesk.toml"},

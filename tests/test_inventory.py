@@ -98,3 +98,18 @@ def test_no_plan_quota_is_listed_without_plans(make_app: AppFactory) -> None:
                             "auth": {"scopes": ["orders:read"]}}])
     (orders,) = [route for route in inventory(app) if route.endpoint == "routes.orders"]
     assert orders.limits == ()
+
+
+def test_edge_overrides_and_retry_any_method_are_listed(make_app: AppFactory) -> None:
+    app = make_app(ROUTES=[
+        {"name": "pay", "path": "/pay", "upstream": "orders", "methods": ["POST"], "auth": "public",
+         "retry_any_method": True, "edge": {"max_body_bytes": 512, "deny_ips": ["10.0.0.0/8"]}},
+        {"name": "plain", "path": "/plain", "upstream": "orders", "auth": "public"},
+    ])
+    routes = {route.endpoint: route for route in inventory(app)}
+    pay, plain = routes["routes.pay"], routes["routes.plain"]
+    assert pay.retry_any_method and not plain.retry_any_method
+    assert pay.edge is not None and dict(pay.edge.raw) == {"max_body_bytes": 512, "deny_ips": ["10.0.0.0/8"]}
+    assert plain.edge is None
+    assert pay.as_dict()["edge"] == {"max_body_bytes": 512, "deny_ips": ["10.0.0.0/8"]}
+    assert (plain.as_dict()["edge"], plain.as_dict()["retry_any_method"]) == (None, False)

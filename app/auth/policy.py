@@ -16,7 +16,7 @@ from app import metrics
 from app.auth.errors import InsufficientScope, InvalidCredentials, KeysUnavailable
 from app.auth.principal import Principal
 from app.auth.settings import check_scope
-from app.config import ConfigError
+from app.config import ConfigError, problems_of
 from app.edge import CONSUMER_ENVIRON
 
 __all__ = [
@@ -131,17 +131,19 @@ def read_route_policy(key: str, value: object) -> AuthPolicy:
 def check_policies(app: Flask, configured: Iterable[str]) -> None:
     """Refuse to start when a route has no policy, or needs a scheme that is not configured."""
     available = tuple(configured)
+    problems = problems_of(app)
     for rule in app.url_map.iter_rules():
         policy = policy_of(app.view_functions[rule.endpoint])
         where = f"auth policy of {rule.rule}"
         if policy is None:
-            raise ConfigError(where, rule.endpoint, "@public, @require_jwt, @require_api_key or @require_auth on "
-                                                    "the view (auth = ... on a declared route): none is public "
-                                                    "by accident")
+            problems.report(ConfigError(where, rule.endpoint, "@public, @require_jwt, @require_api_key or "
+                                        "@require_auth on the view (auth = ... on a declared route): none is "
+                                        "public by accident"), after="ROUTE_DEFAULTS")
+            continue
         if policy.public:
             continue
         missing = [scheme for scheme in policy.schemes or () if scheme not in available]
         if missing or not available:
-            raise ConfigError(where, rule.endpoint,
-                              f"configured schemes for it ([auth.jwt] / [auth.api_keys]); missing: "
-                              f"{', '.join(missing or policy.schemes or SCHEMES)}")
+            problems.report(ConfigError(where, rule.endpoint,
+                                        f"configured schemes for it ([auth.jwt] / [auth.api_keys]); missing: "
+                                        f"{', '.join(missing or policy.schemes or SCHEMES)}"), after="AUTH")

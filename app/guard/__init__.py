@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 from flask import Flask
 
+from app.config import ConfigError, problems_of
 from app.guard.middleware import POLICIES, BodyTooLarge, ClientRefused, EdgeGuard
 from app.guard.settings import (
     CorsPolicy,
@@ -20,7 +21,8 @@ from app.guard.settings import (
 
 __all__ = [
     "BodyTooLarge", "ClientRefused", "CorsPolicy", "EdgeGuard", "EdgeOverride", "EdgePolicy", "GuardSettings",
-    "apply_edge", "compile_route_policies", "edge_policy", "read_edge_override", "read_guard_settings",
+    "apply_edge", "compile_route_policies", "edge_override_of", "edge_policy", "read_edge_override",
+    "read_guard_settings",
 ]
 
 View = TypeVar("View", bound=Callable[..., Any])
@@ -36,6 +38,12 @@ def apply_edge(override: EdgeOverride) -> Callable[[View], View]:
         return view
 
     return decorate
+
+
+def edge_override_of(view: Callable[..., Any]) -> EdgeOverride | None:
+    """The route's own edge settings (``edge_policy`` or a declared route's ``edge``), None when it has none."""
+    override = getattr(view, _ATTRIBUTE, None)
+    return override if isinstance(override, EdgeOverride) else None
 
 
 def edge_policy(*, max_body_bytes: int | None = None, allow_ips: Iterable[str] | None = None,
@@ -60,7 +68,10 @@ def compile_route_policies(app: Flask, settings: GuardSettings) -> None:
     """Merge each route's override over the defaults now, so a bad one stops the start (not a request)."""
     policies: dict[str, EdgePolicy] = {}
     for endpoint, view in app.view_functions.items():
-        override = getattr(view, _ATTRIBUTE, None)
-        if isinstance(override, EdgeOverride):
-            policies[endpoint] = effective_policy(settings, override)
+        override = edge_override_of(view)
+        if override is not None:
+            try:
+                policies[endpoint] = effective_policy(settings, override)
+            except ConfigError as error:
+                problems_of(app).report(error)
     app.extensions[POLICIES] = policies

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from app.config import ConfigError, Section
+from app.config import ConfigError, Problems, Section
 from app.proxy.policy import Resilience, read_resilience
 
 __all__ = ["Target", "UpstreamSettings", "read_upstreams"]
@@ -49,21 +49,32 @@ class UpstreamSettings:
     resilience: Resilience = Resilience()
 
 
-def read_upstreams(config: Mapping[str, Any]) -> dict[str, UpstreamSettings]:
-    """Every declared upstream by name, with [upstream_defaults] under each."""
+def read_upstreams(config: Mapping[str, Any], problems: Problems | None = None) -> dict[str, UpstreamSettings]:
+    """Every declared upstream by name, with [upstream_defaults] under each.
+
+    Each upstream is read on its own: a bad one goes to ``problems`` and is left out.
+    """
+    problems = problems or Problems()
     defaults_section = Section("upstream_defaults", config["UPSTREAM_DEFAULTS"])
     read_resilience(defaults_section)  # checked once here, so an error names [upstream_defaults]
     defaults = _read_options(defaults_section, every=True)
     upstreams = {}
     for section in Section("upstreams", config["UPSTREAMS"]).tables():
-        name = section.path.split(".", 1)[1]
-        if not _is_name(name):
-            raise ConfigError(section.path, name, "an upstream name of lower-case letters, digits, - and _")
-        targets = _targets(section)
-        resilience = read_resilience(section, Section("upstream_defaults", config["UPSTREAM_DEFAULTS"]))
-        options = {**defaults, **_read_options(section, every=False)}
-        upstreams[name] = UpstreamSettings(name=name, targets=targets, resilience=resilience, **options)
+        try:
+            upstreams[section.path.split(".", 1)[1]] = _read_upstream(section, config, defaults)
+        except ConfigError as error:
+            problems.report(error)
     return upstreams
+
+
+def _read_upstream(section: Section, config: Mapping[str, Any], defaults: dict[str, Any]) -> UpstreamSettings:
+    name = section.path.split(".", 1)[1]
+    if not _is_name(name):
+        raise ConfigError(section.path, name, "an upstream name of lower-case letters, digits, - and _")
+    targets = _targets(section)
+    resilience = read_resilience(section, Section("upstream_defaults", config["UPSTREAM_DEFAULTS"]))
+    options = {**defaults, **_read_options(section, every=False)}
+    return UpstreamSettings(name=name, targets=targets, resilience=resilience, **options)
 
 
 # Each option's reader; the same ones check [upstream_defaults] and every [upstreams.NAME].

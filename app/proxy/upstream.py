@@ -13,7 +13,7 @@ from flask import Blueprint, Flask, current_app, request
 from flask.blueprints import BlueprintSetupState
 
 from app import metrics
-from app.config import ConfigError
+from app.config import ConfigError, problems_of
 from app.edge import UPSTREAM_DURATION_ENVIRON, UPSTREAM_ENVIRON
 from app.errors import UpstreamBusy
 from app.proxy.attempts import call
@@ -53,7 +53,7 @@ class Upstreams:
 
     def init_app(self, app: Flask) -> None:
         """Read [upstreams] and build this app's (this worker's) Session and pools."""
-        settings = read_upstreams(app.config)
+        settings = read_upstreams(app.config, problems_of(app))
         session = build_session(settings)
         states = build_states(session, settings)
         app.extensions[_EXTENSION] = _Runtime(session, states, Monitor(states), {})
@@ -117,8 +117,9 @@ class Upstream:
 
     def _check(self, state: BlueprintSetupState) -> None:
         if self.name not in state.app.extensions[_EXTENSION].states:
-            raise ConfigError(f"upstreams.{self.name}", None,
-                              f"an [upstreams.{self.name}] table: blueprint {state.blueprint.name!r} forwards to it")
+            problems_of(state.app).report(ConfigError(
+                f"upstreams.{self.name}", None,
+                f"an [upstreams.{self.name}] table: blueprint {state.blueprint.name!r} forwards to it"))
         endpoint_prefix = ".".join(filter(None, (state.name_prefix, state.name)))  # as in the endpoints' names
         state.app.extensions[_EXTENSION].by_blueprint.setdefault(endpoint_prefix, []).append(self.name)
 
