@@ -69,4 +69,5 @@ def _document() -> Response:
     response = Response(body, mimetype="application/json")
     response.set_etag(etag)
     response.headers["Cache-Control"] = "no-cache"  # revalidate: a reload may change the routes
-    return response.make_conditional(request)
+    response.make_conditional(request)  # 304 for a matching If-None-Match; changes the response in place
+    return response

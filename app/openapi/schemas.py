@@ -76,9 +76,9 @@ def route_schema(request_schema: tuple[str, object], responses: Mapping[int, tup
         _check(key, value)
         checked[code] = cast(Mapping[str, Any], value)
     # Formats stay annotations, as Draft 2020-12 has them by default (docs/decisions.md).
-    validator = Draft202012Validator(request_value) if enforce else None
-    return RouteSchema(request=cast(Mapping[str, Any] | None, request_value), responses=checked,
-                       validate=enforce, validator=validator)
+    request_body = cast(Mapping[str, Any] | None, request_value)
+    validator = Draft202012Validator(request_body) if enforce and request_body is not None else None
+    return RouteSchema(request=request_body, responses=checked, validate=enforce, validator=validator)
 
 
 def apply_schema(schema: RouteSchema) -> Callable[[View], View]:

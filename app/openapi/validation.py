@@ -77,9 +77,10 @@ def _problems(errors: Iterator[ValidationError]) -> Iterator[dict[str, str]]:
     seen: set[tuple[str, str]] = set()
     for error in sorted(errors, key=lambda error: (list(map(str, error.absolute_path)), str(error.validator))):
         path = list(error.absolute_path)
-        if error.validator == "required" and isinstance(error.instance, dict):
+        required = error.validator_value
+        if error.validator == "required" and isinstance(error.instance, dict) and isinstance(required, list):
             # Name the missing member itself, not the object that lacks it.
-            for name in error.validator_value:
+            for name in required:
                 if name not in error.instance:
                     item = {"pointer": pointer([*path, name]), "detail": "a required member is missing"}
                     if (item["pointer"], item["detail"]) not in seen:
