@@ -26,6 +26,7 @@ from app.hooks import install_hooks
 from app.logs import configure_logging, read_log_settings
 from app.metrics import configure as configure_metrics
 from app.metrics_endpoint import build_metrics_blueprint, read_metrics_settings
+from app.openapi.endpoint import openapi
 from app.proxy import Upstream, upstreams
 from app.ratelimit import limiter
 from app.routes import DECLARED, build_routes_blueprint, read_routes
@@ -73,6 +74,7 @@ def create_app(
     install_hooks(app)
     read("RATELIMIT", lambda: limiter.init_app(app))  # the app-wide limit per client address, before any view's
     read("CACHE", lambda: cache.init_app(app))
+    read("OPENAPI", lambda: openapi.init_app(app))
     register_error_handlers(app)
 
     # An upstream that was declared but refused is still a name routes may use: one problem, not two.
@@ -84,7 +86,7 @@ def create_app(
         from blueprints import BLUEPRINTS  # here, not at the top: blueprints import app
 
         blueprints = BLUEPRINTS
-    gateway_endpoints: tuple[Blueprint, ...] = (health,)
+    gateway_endpoints: tuple[Blueprint, ...] = (health, *openapi.blueprints(app))
     if metrics_settings.enabled:
         scrape = build_metrics_blueprint(metrics_settings)
         limiter.exempt(scrape)  # like health: never rate limited

@@ -1,4 +1,4 @@
-"""``flask gateway ...``: the operators' commands (routes, check), one click group.
+"""``flask gateway ...``: the operators' commands (routes, check, openapi), one click group.
 
 Flask finds the group through the ``flask.commands`` entry point in setup.cfg, so
 ``flask --app wsgi gateway check`` runs without importing wsgi.py: a broken configuration
@@ -16,6 +16,7 @@ from flask import current_app
 from flask.cli import AppGroup, with_appcontext
 
 from app.inventory import LimitInfo, RouteInfo, inventory
+from app.openapi.cli import openapi_command
 
 __all__ = ["check_command", "format_routes", "gateway", "routes_command"]
 
@@ -48,7 +49,7 @@ def check_command(config_file: str | None) -> None:
 
 # More gateway commands (the OpenAPI export...): a click command in its own module, listed here, so
 # the entry point finds it without building the app. Use with_appcontext when it needs the app.
-for _command in (routes_command, check_command):
+for _command in (routes_command, check_command, openapi_command):
     gateway.add_command(_command)
 
 

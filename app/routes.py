@@ -15,6 +15,7 @@ from app.auth import AuthPolicy, apply_policy, read_route_policy
 from app.caching import RouteCache, apply_cache, read_route_cache
 from app.config import ConfigError, Problems, Section
 from app.guard import EdgeOverride, apply_edge, read_edge_override
+from app.openapi import RouteSchema, apply_schema, read_route_schema
 from app.proxy import ProxyResponse, Upstream, UpstreamPath
 from app.ratelimit import check_limits, limit_declared_route
 
@@ -43,6 +44,7 @@ class RouteSettings:
     cache: RouteCache | None = None  # None: never cached
     edge: EdgeOverride | None = None  # None: the app-wide [edge] protections
     aggregate: AggregateSettings | None = None
+    schema: RouteSchema | None = None  # request/response JSON Schemas; validated when schema.validate
 
 
 def read_routes(config: Mapping[str, Any], upstream_names: Collection[str],
@@ -120,10 +122,11 @@ def _read_route(section: Section, default_methods: tuple[str, ...], default_auth
     limits = check_limits(section.key("limits"), section.raw("limits", []))
     cache = read_route_cache(section.key("cache"), section.raw("cache")) if section.has("cache") else None
     edge = read_edge_override(section.key("edge"), section.raw("edge")) if section.has("edge") else None
+    schema = read_route_schema(section, methods)
     section.done()
     return RouteSettings(name=name, path=path, methods=methods, upstream=upstream, upstream_path=upstream_path,
                          auth=auth, retry_any_method=retry_any_method, limits=limits, cache=cache, edge=edge,
-                         aggregate=aggregate)
+                         aggregate=aggregate, schema=schema)
 
 
 def _aggregate(section: Section, methods: tuple[str, ...], variables: frozenset[str],
@@ -190,6 +193,8 @@ def build_routes_blueprint(routes: tuple[RouteSettings, ...]) -> Blueprint:
         # Wrapped innermost first, so they run in the house order: auth, limit, cache, view.
         if route.cache is not None:
             view = apply_cache(route.cache)(view)
+        if route.schema is not None:  # after the limit: a refused body still counts against the quota
+            view = apply_schema(route.schema)(view)
         authenticated = route.auth is not None and not route.auth.public
         if route.limits or authenticated:  # before the cache: a cache hit still counts against the quota
             view = limit_declared_route(route.limits, authenticated=authenticated)(view)

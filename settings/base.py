@@ -124,5 +124,14 @@ class Base:
         "journal": "",  # file shared by one instance's workers for purges; "" = a temp file per gunicorn master
     }
 
+    # [openapi]: the OpenAPI 3.1 document generated from the routes (docs/openapi.md).
+    OPENAPI: dict[str, Any] = {
+        "enabled": True,  # serve it (public, GET) at path; false removes the endpoint (the CLI still exports it)
+        "path": "/openapi.json",  # where it is served; a gateway endpoint, never forwarded
+        "title": "Frontdesk",  # info.title
+        "version": None,  # info.version; None: the installed frontdesk package's version
+        "description": "",  # info.description (Markdown)
+    }
+
     # [[routes]]: declared routes, compiled into the built-in "routes" blueprint. None by default.
     ROUTES: list[dict[str, Any]] = []
