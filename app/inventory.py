@@ -44,7 +44,7 @@ class RouteInfo:
     endpoint: str
     rule: str
     methods: tuple[str, ...]
-    kind: str  # "declared", "aggregate", "code" or "gateway" (health, metrics, cache admin)
+    kind: str  # "declared", "aggregate", "code" or "gateway" (health, metrics, cache admin, status page)
     blueprint: str | None
     upstreams: tuple[str, ...]  # where it forwards; a code route: its blueprint's upstreams
     auth: AuthPolicy | None
@@ -103,7 +103,7 @@ def _describe(app: Flask, rule: Rule, view: Callable[..., Any], route: RouteSett
         summary=doc.splitlines()[0] if doc else "", view=view)
 
 
-_GATEWAY_BLUEPRINTS = frozenset({"health", "metrics", "cache"})
+_GATEWAY_BLUEPRINTS = frozenset({"health", "metrics", "cache", "status"})
 _KEY_NAMES: Mapping[Callable[[], str], str] = {by_client_address: "client address", by_consumer: "consumer"}
 
 
