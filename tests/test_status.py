@@ -281,3 +281,15 @@ def test_the_json_problem_carries_the_request_id(make_app: AppFactory) -> None:
     app = make_app(STATUS={"allow_from": ["10.0.0.0/8"]})
     response = get(app, headers={"X-Request-ID": "status-denied-1"})
     assert json.loads(response.get_data())["request_id"] == "status-denied-1"
+
+
+def test_the_hash_helper_prints_a_hash_the_settings_accept(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], make_app: AppFactory) -> None:
+    from app.status.__main__ import main
+
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": PASSWORD)  # the terminal, not our code
+    assert main(["hash-password"]) == 0
+    printed = capsys.readouterr().out.strip()
+    assert PASSWORD not in printed and printed.startswith("scrypt:")
+    app = make_app(STATUS={"username": "operator", "password_hash": printed})
+    assert get(app, headers=basic("operator", PASSWORD)).status_code == 200
