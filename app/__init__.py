@@ -30,6 +30,7 @@ from app.openapi.endpoint import openapi
 from app.proxy import Upstream, upstreams
 from app.ratelimit import limiter
 from app.routes import DECLARED, build_routes_blueprint, read_routes
+from app.status import build_status_blueprint, read_status_settings
 from app.tracing import build_tracer, read_tracing_settings
 
 __all__ = ["ConfigError", "Problems", "Upstream", "create_app", "create_app_or_exit", "upstreams"]
@@ -62,6 +63,7 @@ def create_app(
 
     configure_logging(read("LOG", lambda: read_log_settings(config)))
     metrics_settings = read("METRICS", lambda: read_metrics_settings(config))
+    status_settings = read("STATUS", lambda: read_status_settings(config))
     configure_metrics(metrics_settings.enabled)
     tracer = build_tracer(read("TRACING", lambda: read_tracing_settings(config)))
 
@@ -91,6 +93,10 @@ def create_app(
         scrape = build_metrics_blueprint(metrics_settings)
         limiter.exempt(scrape)  # like health: never rate limited
         gateway_endpoints += (scrape,)
+    if status_settings.enabled:
+        page = build_status_blueprint(status_settings, metrics_enabled=metrics_settings.enabled)
+        limiter.exempt(page)  # like health and metrics: never rate limited; its own access control
+        gateway_endpoints += (page,)
     for blueprint in (*gateway_endpoints, build_routes_blueprint(routes), *cache.blueprints(app), *blueprints):
         app.register_blueprint(blueprint)
     auth.check(app)  # every route registered by now must carry an auth policy

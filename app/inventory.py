@@ -45,7 +45,7 @@ class RouteInfo:
     endpoint: str
     rule: str
     methods: tuple[str, ...]
-    kind: str  # "declared", "aggregate", "code" or "gateway" (health, metrics, cache admin, openapi)
+    kind: str  # "declared", "aggregate", "code" or "gateway" (health, metrics, cache admin, openapi, status page)
     blueprint: str | None
     upstreams: tuple[str, ...]  # where it forwards; a code route: its blueprint's upstreams
     auth: AuthPolicy | None
@@ -109,7 +109,7 @@ def _describe(app: Flask, rule: Rule, view: Callable[..., Any], route: RouteSett
         retry_any_method=route.retry_any_method if route else False)
 
 
-_GATEWAY_BLUEPRINTS = frozenset({"health", "metrics", "cache", "openapi"})
+_GATEWAY_BLUEPRINTS = frozenset({"health", "metrics", "cache", "openapi", "status"})
 _KEY_NAMES: Mapping[Callable[[], str], str] = {by_client_address: "client address", by_consumer: "consumer"}
 
 

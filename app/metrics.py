@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from app.metrics_batch import Batch
 
 __all__ = [
     "AUTH_OUTCOMES", "BUCKETS", "CACHE_EVENTS", "RATE_LIMIT_DECISIONS", "UNMATCHED", "UPSTREAM_OUTCOMES",
-    "configure", "flush", "method_label", "observe_request", "observe_upstream", "record_auth", "record_cache",
-    "record_jwks_refresh", "record_partial_answer", "record_rate_limit", "record_rejected", "render",
+    "configure", "families", "flush", "method_label", "observe_request", "observe_upstream", "record_auth",
+    "record_cache", "record_jwks_refresh", "record_partial_answer", "record_rate_limit", "record_rejected", "render",
     "set_cache_bytes", "set_in_flight", "set_target_state", "status_class",
 ]
 
@@ -224,14 +225,23 @@ def record_partial_answer(route: str | None) -> None:
 
 def render() -> bytes:
     """The exposition text: summed over every worker's files under gunicorn, this process's otherwise."""
+    return generate_latest(_registry())
+
+
+def families() -> list[Metric]:
+    """The metric families ``render`` serves, as objects (the status page reads the scrape's own view)."""
+    return list(_registry().collect())
+
+
+def _registry() -> CollectorRegistry:
     flush()  # this worker's own counts are exact; the others' at most a second old
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if path:
-        # A fresh registry per scrape: the collector reads the files as they are now.
+        # A fresh registry per read: the collector reads the files as they are now.
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
-        return generate_latest(registry)
-    return generate_latest()
+        return registry
+    return REGISTRY
 
 
 def _check(value: str, allowed: frozenset[str]) -> None:

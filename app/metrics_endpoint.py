@@ -16,8 +16,8 @@ from app.auth import public
 from app.config import ConfigError, Section
 from app.errors import GatewayError
 
-__all__ = ["MetricsSettings", "ScrapeForbidden", "ScrapeUnauthorized", "build_metrics_blueprint",
-           "read_metrics_settings"]
+__all__ = ["MetricsSettings", "Network", "ScrapeForbidden", "ScrapeUnauthorized", "address_allowed",
+           "build_metrics_blueprint", "read_metrics_settings", "read_networks"]
 
 _PROBLEM_BASE = "https://frontdesk.dev/problems/"
 # The exposition format prometheus-client writes (text 0.0.4); scrapers accept it by default.
@@ -44,14 +44,20 @@ def read_metrics_settings(config: Mapping[str, Any]) -> MetricsSettings:
     token = section.optional_string("token")
     if token is not None and len(token) < 16:
         raise ConfigError(section.key("token"), "<hidden>", "a token of at least 16 characters")
+    allow_from = read_networks(section, "allow_from")
+    section.done()
+    return MetricsSettings(enabled=enabled, path=path, token=token, allow_from=allow_from)
+
+
+def read_networks(section: Section, name: str) -> tuple[Network, ...]:
+    """A list of client networks (CIDR, IPv4 or IPv6) for an endpoint's own address gate."""
     networks = []
-    for value in section.strings("allow_from"):
+    for value in section.strings(name):
         try:
             networks.append(ipaddress.ip_network(value, strict=False))
         except ValueError:
-            raise ConfigError(section.key("allow_from"), value, "IP networks such as 10.0.0.0/8 or ::1/128") from None
-    section.done()
-    return MetricsSettings(enabled=enabled, path=path, token=token, allow_from=tuple(networks))
+            raise ConfigError(section.key(name), value, "IP networks such as 10.0.0.0/8 or ::1/128") from None
+    return tuple(networks)
 
 
 class ScrapeUnauthorized(GatewayError, Unauthorized):
@@ -69,7 +75,7 @@ class ScrapeForbidden(GatewayError, Forbidden):
 
 def check_scrape(settings: MetricsSettings, address: str | None, authorization: str | None) -> None:
     """Raise unless the client's address is allowed and it sent the token (when one is configured)."""
-    if settings.allow_from and not _address_allowed(settings.allow_from, address):
+    if settings.allow_from and not address_allowed(settings.allow_from, address):
         raise ScrapeForbidden("Metrics are not served to this address.")
     if settings.token is not None:
         scheme, _, credentials = (authorization or "").partition(" ")
@@ -79,7 +85,8 @@ def check_scrape(settings: MetricsSettings, address: str | None, authorization: 
             raise ScrapeUnauthorized("Scrapes must send the metrics bearer token.")
 
 
-def _address_allowed(networks: tuple[Network, ...], address: str | None) -> bool:
+def address_allowed(networks: tuple[Network, ...], address: str | None) -> bool:
+    """Whether ``address`` (REMOTE_ADDR as the edge trusts it) is in one of ``networks``."""
     try:
         ip = ipaddress.ip_address(address or "")
     except ValueError:

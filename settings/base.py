@@ -53,6 +53,23 @@ class Base:
         "allow_from": ["127.0.0.1/32", "::1/128"],
     }
 
+    # [status]: the operators' status page (docs/status-page.md): routes and policies, upstream targets,
+    # traffic per route, recent errors. Its own access control, like [metrics]; never forwarded, cached or limited.
+    STATUS: dict[str, Any] = {
+        "enabled": True,  # serve the page; false removes the endpoint and its recorder of recent errors
+        "path": "/status",  # where the page answers (no variables)
+        # Client networks the page is shown to. Loopback only by default; [] = any address, which is
+        # refused unless the credentials below are set (the page is never public by accident).
+        "allow_from": ["127.0.0.1/32", "::1/128"],
+        # HTTP Basic credentials asked for on top of the address check; both or neither.
+        "username": None,
+        # A werkzeug scrypt or pbkdf2 hash of the password (python -m app.status hash-password), best from
+        # GATEWAY_STATUS__PASSWORD_HASH; never the password itself.
+        "password_hash": None,
+        "refresh": 10,  # seconds between the page's own reloads (an HTML meta refresh, no JavaScript); 0: never
+        "recent_errors": 50,  # 4xx/5xx answers each worker remembers for the page (0: none)
+    }
+
     # [tracing]: W3C Trace Context is always propagated; OpenTelemetry export is optional.
     TRACING: dict[str, Any] = {
         # Export spans over OTLP/HTTP when the otel extra is installed (pip install .[otel]).
