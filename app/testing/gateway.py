@@ -18,6 +18,9 @@ from app.testing.records import UNSET, HeaderInput
 
 __all__ = ["FakeUpstreams", "GatewayUnderTest"]
 
+# The [auth.jwt] keys that name where verification keys come from; exactly one may be set.
+_KEY_SOURCES = ("jwks_url", "public_key_file", "secret")
+
 
 def _merged(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     """Tables merge key by key, anything else is replaced: the rule the configuration layers follow."""
@@ -36,8 +39,7 @@ class GatewayUnderTest:
         """``blueprints``: the route families under test (None: the project's list); ``overrides``: settings."""
         self._env = env
         self._blueprints = None if blueprints is None else tuple(blueprints)
-        # The kit's JWT test key comes first, so a test's own [auth] settings merge over it.
-        self._overrides: dict[str, Any] = {"AUTH": kit_auth_settings()}
+        self._overrides: dict[str, Any] = {}
         self._app: Flask | None = None
         self._client: FlaskClient | None = None
         self.configure(**overrides)
@@ -58,7 +60,14 @@ class GatewayUnderTest:
 
     def settings(self) -> dict[str, Any]:
         """The raw settings the app is (or will be) built from: the testing class, the environment, overrides."""
-        return load_config(self._env, None, self._overrides)[1]
+        return load_config(self._env, None, self._effective_overrides())[1]
+
+    def _effective_overrides(self) -> dict[str, Any]:
+        """The test's overrides over the kit's JWT test key, unless the test brings its own key source."""
+        jwt = self._overrides.get("AUTH", {}).get("jwt", {})
+        if any(source in jwt for source in _KEY_SOURCES):
+            return self._overrides  # merging the kit's secret in would give two key sources
+        return _merged({"AUTH": kit_auth_settings()}, self._overrides)
 
     # --- the app -------------------------------------------------------------------------------
 
@@ -70,7 +79,7 @@ class GatewayUnderTest:
     def build(self) -> Flask:
         """The app, built now if it is not yet (a bad setting raises ``ConfigError`` here)."""
         if self._app is None:
-            self._app = create_app(self._env, blueprints=self._blueprints, **self._overrides)
+            self._app = create_app(self._env, blueprints=self._blueprints, **self._effective_overrides())
         return self._app
 
     @property
