@@ -343,6 +343,13 @@ def test_a_responder_scripts_a_sequence(fake: Backend) -> None:
     assert [requests.get(fake.url, timeout=5).status_code for _ in range(3)] == [503, 200, 200]
 
 
+def test_a_failing_responder_answers_500_naming_the_error(fake: Backend) -> None:
+    fake.respond_with(lambda received: Reply.of(json=received.json()))
+    answer = requests.post(fake.url, data=b"not json", timeout=5)
+    assert answer.status_code == 500
+    assert "responder raised JSONDecodeError" in answer.json()["error"]
+
+
 def test_assert_forwarded_names_every_difference(fake: Backend) -> None:
     requests.get(fake.url + "/users?page=1", headers={"X-A": "1"}, timeout=5)
     fake.assert_forwarded("GET", "/users", query="page=1", headers={"X-A": "1", "X-B": None})

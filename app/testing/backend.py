@@ -381,7 +381,7 @@ class _Handler(BaseHTTPRequestHandler):
         if backend.status is not None:
             self._answer_status(backend.status)
         elif responder is not None:
-            self._send_reply(responder(received))
+            self._send_scripted(responder, received)
         elif path.startswith("/_/status/"):
             self._answer_status(_parse_status(path.removeprefix("/_/status/")))
         elif path == "/_/gzip":
@@ -502,6 +502,15 @@ class _Handler(BaseHTTPRequestHandler):
                 headers.append((name.strip(), content.strip()))
         body = (_first(pairs, "body") or "").encode("utf-8")
         self._send_reply(Reply(status, tuple(headers), body, _parse_delay(delay) if delay is not None else 0.0))
+
+    def _send_scripted(self, responder: Responder, received: Received) -> None:
+        """The test's responder's answer; a responder that fails answers 500 naming the error."""
+        try:
+            reply = responder(received)
+        except Exception as exc:  # the test's own code: its bug must reach the test, not kill the connection
+            self._fail(500, f"responder raised {exc!r}")
+            return
+        self._send_reply(reply)
 
     def _send_reply(self, reply: Reply) -> None:
         """A scripted answer, after its delay; only Content-Length is added, and only when missing."""
