@@ -1,4 +1,8 @@
-"""Fixtures: a fresh gateway per test, real scripted backends, real gunicorn when a test needs it."""
+"""Fixtures: a fresh gateway per test, real scripted backends, real gunicorn when a test needs it.
+
+Blueprint tests use the testing kit's fixtures (app/testing/plugin.py, loaded below); the ones here
+serve the gateway's own tests (declared routes, settings, end-to-end runs).
+"""
 
 from gevent import monkey
 
@@ -15,11 +19,14 @@ from flask import Flask  # noqa: E402
 from flask.testing import FlaskClient  # noqa: E402
 
 from app import create_app, upstreams  # noqa: E402
-from tests.fakes.backend import Backend  # noqa: E402
+from app.testing import Backend  # noqa: E402
 from tests.fakes.redisd import RedisServer  # noqa: E402
 from tests.gateway import Gateway  # noqa: E402
 
 AppFactory = Callable[..., Flask]
+
+# The testing kit's fixtures (gateway, upstream, token, api_key), as a team enables them in its own conftest.
+pytest_plugins = ["app.testing.plugin"]
 
 
 @pytest.fixture

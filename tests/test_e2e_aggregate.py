@@ -1,4 +1,7 @@
-"""Aggregates through real gunicorn gevent workers: parallel parts, partial answers, the BFF blueprints."""
+"""Aggregates through real gunicorn gevent workers: parallel parts, partial answers.
+
+The backend-for-frontend blueprints are tested with the testing kit in tests/test_blueprint_bff.py.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +14,6 @@ import requests
 from tests.fakes.backend import Backend
 from tests.gateway import Gateway
 from tests.test_compose import scripted
-
-TEST_KEY = "frontdesk-test-key-0000000000000000"
 
 
 def _toml(url: str) -> str:
@@ -74,15 +75,3 @@ def test_parts_run_in_parallel_and_the_answer_is_partial(gateway: Callable[[], G
         assert body["a"] == body["b"] == body["c"] == {"ok": True}
         assert [problem["part"] for problem in body["_problems"]] == ["broken"]
     assert max(timings) < 0.35, f"three parts of 200 ms took {timings}"
-
-
-def test_the_backends_for_frontends_answer_in_their_own_shapes(gateway: Callable[[], Gateway]) -> None:
-    headers = {"X-API-Key": TEST_KEY}
-    web = requests.get(gateway().url + "/web/users/u-1/overview", headers=headers, timeout=5)
-    mobile = requests.get(gateway().url + "/mobile/users/u-1/overview", headers=headers, timeout=5)
-    assert web.status_code == mobile.status_code == 200, (web.text, mobile.text)
-    assert web.json()["user"]["target"] == "/users/u-1"  # the echo backend's full answer
-    assert set(web.json()) == {"user", "orders", "order_count"}
-    # The echo answers carry no id, name or orders: the mobile shape keeps none of their fields.
-    assert mobile.json() == {"recent": []}
-    assert requests.get(gateway().url + "/mobile/users/u-1/overview", timeout=5).status_code == 401
