@@ -124,6 +124,20 @@ def method_label(method: str | None) -> str:
 _request_children: dict[tuple[str, str | None, int | None], tuple[Counter, Histogram]] = {}
 _upstream_children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
 _in_flight_children: dict[str, Gauge] = {}
+# The same for the policy families (auth, rate limits, cache, rejections), by metric and label values.
+_policy_children: dict[tuple[object, ...], Counter] = {}
+
+
+def _count(family: Counter, labels: tuple[str, ...], allowed: frozenset[str] | None = None) -> None:
+    """Count one into ``family.labels(*labels)``; the child looked up, and the outcome (the second
+    label, after the route) checked against ``allowed``, once per label set."""
+    key = (family, *labels)
+    child = _policy_children.get(key)
+    if child is None:
+        if allowed is not None:
+            _check(labels[1], allowed)
+        child = _policy_children[key] = family.labels(*labels)
+    _batch.count(child)
 
 
 def observe_request(route: str | None, method: str | None, status: int | None, seconds: float) -> None:
@@ -175,15 +189,14 @@ def record_rejected(upstream: str) -> None:
     """One request refused because ``upstream`` was at its max_in_flight."""
     if not _switch.on:
         return
-    _batch.count(UPSTREAM_REJECTED.labels(upstream))
+    _count(UPSTREAM_REJECTED, (upstream,))
 
 
 def record_auth(route: str | None, outcome: str) -> None:
     """One authentication outcome (AUTH_OUTCOMES) on a route template."""
     if not _switch.on:
         return
-    _check(outcome, AUTH_OUTCOMES)
-    _batch.count(AUTH.labels(route or UNMATCHED, outcome))
+    _count(AUTH, (route or UNMATCHED, outcome), AUTH_OUTCOMES)
 
 
 def record_jwks_refresh(ok: bool) -> None:
@@ -197,16 +210,14 @@ def record_rate_limit(route: str | None, decision: str) -> None:
     """One rate-limit decision (RATE_LIMIT_DECISIONS) on a route template."""
     if not _switch.on:
         return
-    _check(decision, RATE_LIMIT_DECISIONS)
-    _batch.count(RATE_LIMIT.labels(route or UNMATCHED, decision))
+    _count(RATE_LIMIT, (route or UNMATCHED, decision), RATE_LIMIT_DECISIONS)
 
 
 def record_cache(route: str | None, event: str, reason: str = "") -> None:
     """One cache event (CACHE_EVENTS); ``reason`` qualifies a miss from a fixed set the cache defines."""
     if not _switch.on:
         return
-    _check(event, CACHE_EVENTS)
-    _batch.count(CACHE.labels(route or UNMATCHED, event, reason))
+    _count(CACHE, (route or UNMATCHED, event, reason), CACHE_EVENTS)
 
 
 def set_cache_bytes(count: int) -> None:

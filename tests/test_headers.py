@@ -314,3 +314,14 @@ def test_malformed_request_id_is_replaced_by_a_fresh_one(value: str | None) -> N
 
 def test_fresh_request_ids_differ() -> None:
     assert len({accept_request_id(None) for _ in range(50)}) == 50
+
+
+def test_header_names_are_remembered_within_a_bound_and_forwarded_beyond_it() -> None:
+    # Clients choose header names: the per-worker table of spelled-out names stops growing at its
+    # bound, and names past it are still forwarded (spelled out per request).
+    from app.proxy import headers as module
+
+    names = {f"HTTP_X_MANY_{index}": str(index) for index in range(module._MAX_NAMES + 50)}
+    sent = request_headers(environ(**names), TARGET)
+    assert len(module._NAMES) <= module._MAX_NAMES
+    assert all(sent[f"X-Many-{index}"] == str(index) for index in range(module._MAX_NAMES + 50))

@@ -364,3 +364,19 @@ def test_an_app_wide_429_is_logged_with_its_route(make_app: AppFactory, backend:
     lines = [json.loads(text) for text in capsys.readouterr().err.splitlines() if text.startswith("{")]
     access = [line for line in lines if line["logger"] == "frontdesk.access"]
     assert [(line["status"], line["route"]) for line in access] == [(200, "/<path:rest>"), (429, "/<path:rest>")]
+
+
+def test_a_blueprint_wide_limit_still_counts_in_the_before_request_pass(make_app: AppFactory) -> None:
+    # Flask-Limiter counts blueprint limits in its before_request hook, which the gateway skips
+    # only while no such limit exists anywhere.
+    metered = Blueprint(f"metered_{uuid.uuid4().hex}", __name__, url_prefix="/metered")
+
+    @metered.get("/")
+    @public
+    def index() -> str:
+        """A route limited only by its blueprint."""
+        return "ok"
+
+    limiter.limit("2/minute")(metered)
+    client = make_app(blueprints=(metered,), RATELIMIT={"key_prefix": "t" + uuid.uuid4().hex}).test_client()
+    assert statuses(client, 3, "/metered/") == [200, 200, 429]

@@ -37,20 +37,38 @@ def _connection_tokens(value: str | None) -> frozenset[str]:
     return frozenset(token.strip().lower() for token in value.split(",") if token.strip())
 
 
+# Environ key -> (header name, its lower case), so each name is spelled out once per worker rather
+# than once per request. Bounded: clients choose header names, and must not grow it without end.
+_NAMES: dict[str, tuple[str, str]] = {}
+_MAX_NAMES = 1024
+_DROPPED = _HOP_BY_HOP | _REPLACED_ON_REQUEST
+
+
+def _header_name(key: str) -> tuple[str, str]:
+    known = _NAMES.get(key)
+    if known is None:
+        name = key[5:].replace("_", "-").title()
+        known = (name, name.lower())
+        if len(_NAMES) < _MAX_NAMES:
+            _NAMES[key] = known
+    return known
+
+
 def request_headers(environ: WSGIEnvironment, host: str) -> dict[str, str]:
     """The headers to send upstream for this request, ``host`` being the Host to send."""
-    dropped = _HOP_BY_HOP | _REPLACED_ON_REQUEST | _connection_tokens(environ.get("HTTP_CONNECTION"))
+    connection = environ.get("HTTP_CONNECTION")
+    dropped = _DROPPED | _connection_tokens(connection) if connection else _DROPPED
     headers = {"Host": host}
     for key, value in environ.items():
         if key.startswith("HTTP_"):
-            name = key[5:].replace("_", "-").title()
+            name, lower = _header_name(key)
         elif key in _UNPREFIXED:
-            name = _UNPREFIXED[key]
             if not value:
                 continue  # WSGI servers may set these empty when the header was absent
+            name = _UNPREFIXED[key]
+            lower = name.lower()
         else:
             continue
-        lower = name.lower()
         if lower not in dropped and not lower.startswith(_FORWARDED_PREFIX):
             headers[name] = value
 

@@ -16,7 +16,7 @@ from typing import IO, TYPE_CHECKING
 import gevent
 from flask import Response
 from werkzeug.wsgi import LimitedStream
-from urllib3 import BaseHTTPResponse, HTTPConnectionPool
+from urllib3 import BaseHTTPResponse, HTTPConnectionPool, Retry
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, TimeoutError
 
 from app import metrics
@@ -33,6 +33,9 @@ log = logging.getLogger("frontdesk.proxy")
 
 _READ_SIZE = 64 * 1024
 _NO_BODY_STATUSES = frozenset({204, 304})
+# What urlopen builds from retries=False on every call (Retry.from_int), built once: a Retry is
+# never changed in place (increment returns a new one), so one instance serves every call.
+_NO_RETRIES = Retry(False, redirect=False)
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,7 @@ def send(state: UpstreamState, pool: HTTPConnectionPool, request: UpstreamReques
     try:
         answer = pool.urlopen(
             request.method, request.url, body=request.body, headers=request.headers, chunked=request.chunked,
-            retries=False, redirect=False, assert_same_host=False, timeout=state.timeout,
+            retries=_NO_RETRIES, redirect=False, assert_same_host=False, timeout=state.timeout,
             preload_content=False, decode_content=False, release_conn=False,
         )
         outcome = "5xx" if answer.status >= 500 else "ok"
