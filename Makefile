@@ -42,7 +42,7 @@ check-config: $(STAMP)
 
 ## bench: Frontdesk against reference servers (needs wrk; nginx when installed); writes docs/benchmark.md/.json
 bench: $(STAMP)
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run $(if $(BENCH_NOTE),--note "$(BENCH_NOTE)")
 
 ## bench-quick: the same harness, one second per contender; the report goes to a temp directory
 bench-quick: $(STAMP)

@@ -13,6 +13,7 @@ never asserted), a server that fails to start or a wrk that fails does.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import shutil
 import sys
@@ -138,7 +139,7 @@ def _scenarios(s: dict[str, Service], tokens: dict[str, str]) -> list[Scenario]:
     ]
 
 
-def run(mode: str, out_dir: Path) -> dict[str, Any]:
+def run(mode: str, out_dir: Path, note: str = "") -> dict[str, Any]:
     """Start everything, measure every scenario, stop everything; the results (also written to out_dir)."""
     rounds, seconds, warmup, big_bytes = MODES[mode]
     tools = {"wrk": wrk_binary(), "nginx": nginx_binary(), "redis-server": shutil.which("redis-server")}
@@ -165,6 +166,8 @@ def run(mode: str, out_dir: Path) -> dict[str, Any]:
             for service in reversed(services):
                 service.stop()
     results["settings"]["elapsed_s"] = round(time.monotonic() - started_at, 1)
+    results["machine"]["load_average_at_end"] = [round(value, 2) for value in os.getloadavg()]
+    results["machine"]["note"] = note
     results["targets"] = evaluate(results)
     intro = _INTRO.format(workers=WORKERS, upstream="nginx" if tools["nginx"] else "bench/upstream_server.py",
                           pool_size=Base.UPSTREAM_DEFAULTS["pool_size"],
@@ -179,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="one round of one second per contender")
     parser.add_argument("--out-dir", type=Path, default=None,
                         help="where benchmark.md/.json go (docs/; quick mode: a directory under the temp dir)")
+    parser.add_argument("--note", default="", help="a line for the report's machine section (what else ran)")
     arguments = parser.parse_args(argv)
     # A quick run's figures are too rough to replace the committed report by accident.
     out_dir: Path = arguments.out_dir or (Path(tempfile.gettempdir()) / "frontdesk-bench-quick" if arguments.quick
@@ -190,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: redis-server is not installed: apt-get install redis-server", file=sys.stderr)
         return 2
     _raise_file_limit()
-    results = run("quick" if arguments.quick else "full", out_dir)
+    results = run("quick" if arguments.quick else "full", out_dir, arguments.note)
     failed = [target for target in results["targets"] if not target["pass"]]
     print(f"bench: report written to {out_dir}/benchmark.md ({len(failed)} of "
           f"{len(results['targets'])} targets missed)", file=sys.stderr)

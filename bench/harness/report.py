@@ -132,10 +132,12 @@ def markdown(results: dict[str, Any], intro: str) -> str:
     lines += ["", "## Machine", "",
               f"- CPU: {m['cpu']}, {m['cores']} cores; kernel {m['kernel']}; Python {m['python']}",
               f"- {packages}", f"- {m['nginx']}; {m['wrk']}; {m['redis']}",
-              f"- commit {m['commit']}; load average before the run {m['load_average_at_start']}; "
+              f"- commit {m['commit']}; load average (1, 5, 15 min) before the run {m['load_average_at_start']}, "
+              f"after it {m.get('load_average_at_end')}; "
               f"mode {results['settings']['mode']}: {results['settings']['rounds']} rounds of "
-              f"{results['settings']['seconds']} s per contender, {results['settings']['warmup']} s warm-up",
-              ""]
+              f"{results['settings']['seconds']} s per contender, {results['settings']['warmup']} s warm-up, "
+              f"{results['settings'].get('elapsed_s')} s in all",
+              *([f"- {m['note']}"] if m.get("note") else []), ""]
     return "\n".join(lines)
 
 
