@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Rebuilt whenever the dependencies in setup.cfg change.
 STAMP := $(VENV)/.installed
 
-.PHONY: run token test lint typecheck pytest check-config clean
+.PHONY: run token test lint typecheck pytest check-config clean bench bench-quick
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,14 @@ pytest: $(STAMP)
 ## check-config: validate settings and GATEWAY_CONFIG without serving
 check-config: $(STAMP)
 	$(BIN)/python -m app check
+
+## bench: Frontdesk against reference servers (needs wrk; nginx when installed); writes docs/benchmark.md/.json
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(if $(BENCH_NOTE),--note "$(BENCH_NOTE)")
+
+## bench-quick: the same harness, one second per contender; the report goes to a temp directory
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench.run --quick
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache

@@ -1,0 +1,90 @@
+"""``make bench`` in quick mode, end to end: every contender answered, without errors, and the report written.
+
+Speed is never asserted here (the targets are judged in the report, by ``make bench``): this proves the
+harness itself works, so the benchmark cannot rot between full runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from bench.harness.load import wrk_binary
+from bench.harness.services import nginx_binary
+from tests.gateway import ROOT
+
+pytestmark = pytest.mark.e2e
+
+_CI = os.environ.get("CI") == "true"
+
+
+def _require(found: object, package: str) -> None:
+    if not found:
+        if _CI:
+            pytest.fail(f"{package} is not installed (.ci/run installs the Debian package {package})")
+        pytest.skip(f"{package} is not installed (apt-get install {package})")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
+    """One quick run of the whole benchmark; its JSON and markdown."""
+    _require(wrk_binary(), "wrk")
+    _require(shutil.which("redis-server") or os.access("/usr/bin/redis-server", os.X_OK), "redis-server")
+    if _CI:
+        _require(nginx_binary(), "nginx")
+    out = tmp_path_factory.mktemp("bench")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("GATEWAY_")}
+    done = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--out-dir", str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((out / "benchmark.json").read_text()), (out / "benchmark.md").read_text()
+
+
+def test_every_contender_of_every_scenario_answered_without_errors(report: tuple[dict[str, Any], str]) -> None:
+    results, _ = report
+    expected = {
+        "passthrough": {"direct", "naive proxy", "forwarding floor", "bare flask", "frontdesk"}
+        | ({"nginx proxy"} if nginx_binary() else set()),
+        "jwt": {"frontdesk pass-through", "frontdesk HS256 + limit", "frontdesk RS256 + limit"},
+        "cache": {"bare flask", "frontdesk cache hit"},
+        "aggregation": {"direct (one call)", "frontdesk 3-way"},
+        "slow": {"direct", "frontdesk"},
+    }
+    assert {key: set(scenario["contenders"]) for key, scenario in results["scenarios"].items()} == expected
+    for key, scenario in results["scenarios"].items():
+        for name, figures in scenario["contenders"].items():
+            assert figures["requests"] > 0, (key, name)
+            assert (figures["socket_errors"], figures["http_errors"]) == (0, 0), (key, name, figures)
+            assert figures["cpu_us_per_request"] > 0, (key, name)
+            assert figures["rss_mb_per_worker"] > 0, (key, name)
+            assert 0 < figures["p50_ms"] <= figures["p99_ms"], (key, name)
+
+
+def test_the_aggregate_waits_for_its_slow_parts_in_parallel(report: tuple[dict[str, Any], str]) -> None:
+    # Not a speed target: a p50 under 100 ms would mean the parts were never called (the upstream waits 100 ms).
+    results, _ = report
+    assert results["scenarios"]["aggregation"]["contenders"]["frontdesk 3-way"]["p50_ms"] >= 100
+
+
+def test_the_download_streamed_every_byte_through_each_contender(report: tuple[dict[str, Any], str]) -> None:
+    results, _ = report
+    contenders = results["download"]["contenders"]
+    assert set(contenders) == {"direct", "frontdesk", "forwarding floor", "naive proxy"}
+    assert all(figures["mib_per_s"] > 0 for figures in contenders.values())
+
+
+def test_the_report_judges_every_target_and_names_the_machine(report: tuple[dict[str, Any], str]) -> None:
+    results, page = report
+    judged = {(target["scenario"].split(",")[0], target["target"]) for target in results["targets"]}
+    assert len(judged) == 11
+    assert all(isinstance(target["pass"], bool) for target in results["targets"])
+    assert results["machine"]["cores"] == os.cpu_count()
+    for heading in ("### Pass-through", "### Cache hit", "## Targets (issue #11)", "## Machine"):
+        assert heading in page
+    assert "| frontdesk cache hit |" in page
