@@ -190,7 +190,7 @@ def test_sigterm_under_load_drains_in_flight_requests_and_readiness_says_503(
     # After the signal a client sees answers (each closing its connection) until the listener is
     # closed, then its new connections are refused; nothing else.
     seen = Counter(outcome for _, start, _, outcome in running.outcomes if start >= signalled)
-    assert set(seen) <= {"200", "ConnectionError"}, (seen, running.errors)
+    assert set(seen) <= {"200", "ConnectionError"}, (seen, running.errors)  # refused, or reset while queued
     print(f"\nSIGTERM: master gone after {stopped:.2f} s; after the signal: {dict(seen)}; "
           f"errors: {dict(running.errors)}")
     assert "Traceback" not in gateway.log()
