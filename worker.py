@@ -152,7 +152,7 @@ class DrainingWorker(GeventWorker):  # type: ignore[misc]  # gunicorn ships no t
             def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], object]:
                 # gunicorn decides Connection: close when the request starts; a request that was in
                 # flight when the drain began gets it here, before its headers are written.
-                if not self.alive:
+                if self._draining():
                     getattr(start_response, "__self__").force_close()
                 return start_response(status, headers, exc_info)
 
@@ -176,11 +176,15 @@ class DrainingWorker(GeventWorker):  # type: ignore[misc]  # gunicorn ships no t
         finally:
             if sock in self._connections:
                 self._connections[sock] = time.monotonic()
-        if not self.alive:
+        if self._draining():
             # Headers written before the drain began said keep-alive; the close follows the answer's
             # last byte, so the client sees it before it could reuse the connection.
             raise StopIteration()
         return result
+
+    def _draining(self) -> bool:
+        # The master marks the page before it signals the workers: a request can see the mark first.
+        return not self.alive or _shared.stopping
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         """SIGTERM: hand over if a reload retires this worker, then drain."""
