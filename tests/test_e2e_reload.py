@@ -103,7 +103,8 @@ def test_sighup_under_load_applies_the_new_config_without_a_failed_request(
             # The old workers go once a new one has loaded the app and their in-flight requests are done.
             wait_until(lambda: not before & set(gateway.worker_pids()), what="the old workers to exit")
             switched = time.monotonic()
-            new.wait_for(20, timeout=30)  # generous: the new workers' first requests on a busy machine
+            # More load after the switch (the new workers already served during the hand-over).
+            new.wait_for(len(new.received) + 20, timeout=30)
         assert running.failures() == [], gateway.log()[-3000:]
         after_reload = [entry for entry in running.outcomes if entry[1] > switched]
         assert len(after_reload) >= 10 and {entry[3] for entry in after_reload} == {"200"}
