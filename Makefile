@@ -28,7 +28,7 @@ token: $(STAMP)
 test: lint typecheck pytest
 
 lint: $(STAMP)
-	$(BIN)/flake8 app blueprints settings tests examples bench wsgi.py gunicorn.conf.py
+	$(BIN)/flake8 app blueprints settings tests examples bench wsgi.py worker.py gunicorn.conf.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

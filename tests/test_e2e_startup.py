@@ -124,10 +124,9 @@ def test_sigterm_lets_a_request_in_flight_finish(start_gateway: Callable[..., Ga
     assert gateway.process.returncode == 0, gateway.log()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an idle keep-alive client connection holds a gevent worker on SIGTERM "
-                   "for the whole graceful_timeout (30 s) instead of being closed; keepalive is 75 s")
 def test_sigterm_is_not_held_up_by_an_idle_keep_alive_connection(start_gateway: Callable[..., Gateway],
                                                                  backend: Backend) -> None:
+    """Was a bug: the idle connection held the worker for the whole graceful_timeout (30 s); worker.py closes it."""
     gateway = start_gateway(echo_toml(backend.url), workers=1)
     assert gateway.process is not None
     host, port = urlsplit(gateway.url).netloc.split(":")

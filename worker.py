@@ -1,0 +1,246 @@
+"""The gunicorn worker class: gunicorn's gevent worker, plus a hand-over on reload and a drain on stop.
+
+``gunicorn.conf.py`` names it (``worker_class = "worker.DrainingWorker"``). The master imports this
+module to load the class, so it imports gunicorn, gevent and the standard library only, never the
+app (see wsgi.py).
+
+A worker is told to stop (SIGTERM) in two cases, which it tells apart through a small page of memory
+shared by the master and every worker (``_Shared``):
+
+- **The instance stops** (the master got SIGTERM; ``install_master_hooks`` marks it): the worker
+  drains at once, and from then on ``environ["frontdesk.draining"]`` is True, so ``/readyz``
+  answers 503.
+- **A reload retires it** (the master has already forked newer workers): it keeps serving as
+  before until one of the newer workers has loaded the app, then drains. Without this hand-over
+  gunicorn's old workers stop accepting at once and new connections wait in the listen queue for
+  the whole boot of the new ones (seconds). Readiness stays 200: the instance is not stopping.
+
+Draining: gunicorn stops accepting (within a second); every response still to start gets
+``Connection: close``, a connection whose answer was already under way is closed after it, and a
+connection idle (between requests) for ``IDLE_GRACE`` seconds is closed. gunicorn's own gevent
+worker leaves idle keep-alive connections open until ``graceful_timeout``, so one idle load
+balancer connection held every stop for the whole of it.
+"""
+
+from __future__ import annotations
+
+import _socket
+import mmap
+import os
+import select
+import socket
+import struct
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import gevent
+from gevent.monkey import get_original
+from gunicorn.workers.ggevent import GeventWorker
+
+__all__ = ["DRAINING_ENVIRON_KEY", "IDLE_GRACE", "DrainingWorker", "install_master_hooks"]
+
+#: The WSGI environ key that tells the app its instance is stopping (app.health reads the same name).
+DRAINING_ENVIRON_KEY = "frontdesk.draining"
+#: Seconds a connection must have been idle before the drain closes it. A client that loops requests
+#: is never idle this long: it sends its next request, which is answered with ``Connection: close``.
+#: Closing a connection the very moment its client sends on it is what loses a request.
+IDLE_GRACE = 0.5
+_SWEEP_INTERVAL = 0.1
+_HANDOVER_POLL = 0.05
+
+# gevent removes poll() from the patched select module; a zero-timeout poll never blocks anyway,
+# and unlike select() it takes descriptors above 1024 (worker_connections is 4096).
+_poll: Callable[[], Any] = get_original("select", "poll")
+
+StartResponse = Callable[..., Callable[[bytes], object]]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+class _Shared:
+    """Three numbers in anonymous shared memory, made when the master imports this module.
+
+    Every worker is forked from the master and so sees the same page: the age of the newest worker
+    forked, the age of the newest worker that has loaded the app, and whether the master is stopping.
+    Each number has one kind of writer; they only grow.
+    """
+
+    _FORMAT = "qqq"
+
+    def __init__(self) -> None:
+        self._memory = mmap.mmap(-1, struct.calcsize(self._FORMAT))
+
+    def _read(self) -> tuple[int, int, int]:
+        spawned, booted, stopping = struct.unpack_from(self._FORMAT, self._memory)
+        return spawned, booted, stopping
+
+    def _write(self, index: int, value: int) -> None:
+        struct.pack_into("q", self._memory, index * 8, value)
+
+    @property
+    def spawned(self) -> int:
+        """Age of the newest worker the master has forked (gunicorn numbers workers 1, 2, ...)."""
+        return self._read()[0]
+
+    @property
+    def booted(self) -> int:
+        """Age of the newest worker that has loaded the app."""
+        return self._read()[1]
+
+    @property
+    def stopping(self) -> bool:
+        """Whether the master is stopping the instance."""
+        return bool(self._read()[2])
+
+    def note_spawned(self, age: int) -> None:
+        """The master is about to fork a worker of this age."""
+        self._write(0, max(age, self.spawned))
+
+    def note_booted(self, age: int) -> None:
+        """A worker of this age has loaded the app."""
+        self._write(1, max(age, self.booted))
+
+    def note_stopping(self) -> None:
+        """The master is stopping: workers drain at once and readiness says 503."""
+        self._write(2, 1)
+
+
+_shared = _Shared()
+
+
+def install_master_hooks(server: Any) -> None:
+    """Called in the master (on_starting): mark the shared page before gunicorn stops the workers.
+
+    ``Arbiter.stop`` runs for SIGTERM, SIGINT, SIGQUIT and a halt alike, and signals the workers
+    only after this mark is set.
+    """
+    stop = server.stop
+
+    def marked_stop(graceful: bool = True) -> None:
+        _shared.note_stopping()
+        stop(graceful)
+
+    server.stop = marked_stop
+
+
+class DrainingWorker(GeventWorker):  # type: ignore[misc]  # gunicorn ships no type hints
+    """gunicorn's gevent worker that hands over on reload and drains without waiting on idle clients."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Built in the master just before the fork: from now on a SIGTERM to an older worker is a reload.
+        _shared.note_spawned(self.age)
+        # Each open client connection: when it became idle (monotonic), or None while a request runs.
+        self._connections: dict[Any, float | None] = {}
+        self._told_to_stop = False
+
+    def load_wsgi(self) -> None:
+        """Load the app, wrapped so it sees the drain and its answers close the connection during it."""
+        super().load_wsgi()
+        loaded: WSGIApp = getattr(self, "wsgi")
+        self.wsgi = self._drain_aware(loaded)
+
+    def run(self) -> None:
+        """Serve: the app is loaded and the listener about to be served, so older workers may hand over."""
+        _shared.note_booted(self.age)
+        super().run()
+
+    def _drain_aware(self, app: WSGIApp) -> WSGIApp:
+        def wsgi(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+            environ[DRAINING_ENVIRON_KEY] = _shared.stopping
+
+            def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], object]:
+                # gunicorn decides Connection: close when the request starts; a request that was in
+                # flight when the drain began gets it here, before its headers are written.
+                if self._draining():
+                    getattr(start_response, "__self__").force_close()
+                return start_response(status, headers, exc_info)
+
+            return app(environ, start)
+
+        return wsgi
+
+    def handle(self, listener: Any, client: Any, addr: Any) -> None:
+        """Serve one client connection, known to the drain while it is open."""
+        self._connections[client] = time.monotonic()
+        try:
+            super().handle(listener, client, addr)
+        finally:
+            self._connections.pop(client, None)
+
+    def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
+        """Serve one request; during the drain, close the connection after it."""
+        self._connections[sock] = None
+        try:
+            result = super().handle_request(listener_name, req, sock, addr)
+        finally:
+            if sock in self._connections:
+                self._connections[sock] = time.monotonic()
+        if self._draining():
+            # Headers written before the drain began said keep-alive; the close follows the answer's
+            # last byte, so the client sees it before it could reuse the connection.
+            raise StopIteration()
+        return result
+
+    def _draining(self) -> bool:
+        # The master marks the page before it signals the workers: a request can see the mark first.
+        return not self.alive or _shared.stopping
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        """SIGTERM: hand over if a reload retires this worker, then drain."""
+        if not self._told_to_stop:
+            self._told_to_stop = True
+            # Out of the signal handler, as gunicorn's gevent worker does for SIGQUIT.
+            gevent.spawn(self._retire)
+
+    def _retire(self) -> None:
+        # A reload forks `workers` new workers, then stops the old ones: the newest ages are the new
+        # generation's, and any of them having booted is the moment to hand over.
+        newest = _shared.spawned
+        first_new = newest - self.cfg.workers + 1
+        if not _shared.stopping and first_new > self.age:
+            # Bounded: if the new workers never boot, gunicorn halts the instance anyway.
+            deadline = time.monotonic() + self.cfg.graceful_timeout
+            while _shared.booted < first_new and time.monotonic() < deadline and not _shared.stopping:
+                gevent.sleep(_HANDOVER_POLL)
+        self.alive = False  # gunicorn's run loop closes the listener within a second
+        self._close_idle_connections()
+
+    def _close_idle_connections(self) -> None:
+        """Until the worker exits, close each connection idle for IDLE_GRACE with nothing arriving on it."""
+        while True:
+            now = time.monotonic()
+            for connection, idle_since in list(self._connections.items()):
+                if idle_since is None or now - idle_since < IDLE_GRACE or _readable(connection):
+                    continue  # serving, recently active, or a request (or the client's close) is arriving
+                self._connections.pop(connection, None)
+                _shut(connection)
+            gevent.sleep(_SWEEP_INTERVAL)
+
+
+def _readable(connection: Any) -> bool:
+    """Whether bytes (or the client's end of file) wait on the connection, checked without blocking."""
+    poller = _poll()
+    try:
+        poller.register(connection.fileno(), select.POLLIN)
+    except (OSError, ValueError):
+        return False  # closed meanwhile: nothing to protect
+    return bool(poller.poll(0))
+
+
+def _shut(connection: Any) -> None:
+    """Shut the connection both ways, so its greenlet, waiting for a next request, reads end of file.
+
+    Through a duplicate plain socket: gevent's own shutdown() would instead fail that greenlet's
+    wait with EBADF, which gunicorn logs as a socket error with a traceback.
+    """
+    try:
+        duplicate = _socket.socket(fileno=os.dup(connection.fileno()))
+    except OSError:
+        return  # closed meanwhile
+    try:
+        duplicate.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # the client closed it first
+    finally:
+        duplicate.close()
