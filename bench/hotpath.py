@@ -17,7 +17,6 @@ import argparse
 import os
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -30,6 +29,7 @@ from typing import Any
 import jwt
 import requests
 
+from tests.fakes import stop_by_pid
 from tests.fakes.redisd import RedisServer
 from tests.gateway import ROOT
 
@@ -115,12 +115,7 @@ class Server:
 
     def stop(self) -> None:
         """SIGTERM the master by its pid."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        stop_by_pid(self.process)
 
 
 def wrk(url: str, seconds: int, headers: tuple[str, ...] = ()) -> int:

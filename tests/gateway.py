@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -11,6 +10,8 @@ import time
 from pathlib import Path
 
 import requests
+
+from tests.fakes import stop_by_pid
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,11 +102,5 @@ class Gateway:
 
     def stop(self) -> None:
         """SIGTERM the master by its pid, then SIGKILL if it does not go in time."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+        if self.process is not None:
+            stop_by_pid(self.process)

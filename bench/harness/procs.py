@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import http.client
 import os
-import signal
 import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.fakes import stop_by_pid
 
 __all__ = ["Service", "listener", "wait_http"]
 
@@ -87,14 +88,7 @@ class Service:
 
     def stop(self) -> None:
         """SIGTERM the process by its pid (gunicorn and nginx stop their workers), SIGKILL if it lingers."""
-        if self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+        stop_by_pid(self.process)
 
 
 def wait_http(service: Service, path: str, expected_workers: int = 0, timeout: float = 45.0) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
+from typing import Any
 
-__all__ = ["free_port"]
+__all__ = ["free_port", "stop_by_pid"]
 
 
 def free_port() -> int:
@@ -13,3 +16,15 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def stop_by_pid(process: subprocess.Popen[Any], grace: float = 15.0) -> None:
+    """SIGTERM a server by its own pid (gunicorn and nginx stop their workers), SIGKILL if it lingers."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
