@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Response
@@ -98,12 +99,14 @@ class UpstreamDown(GatewayError, ServiceUnavailable):
 
 
 def problem_response(status: int, title: str, detail: str, problem: str = "about:blank",
-                     headers: list[tuple[str, str]] | None = None) -> Response:
-    """A problem+json response carrying the request id."""
+                     headers: list[tuple[str, str]] | None = None,
+                     members: Mapping[str, Any] | None = None) -> Response:
+    """A problem+json response carrying the request id; ``members`` are extension members (RFC 9457)."""
     body: dict[str, Any] = {"type": problem, "title": title, "status": status, "detail": detail}
     request_id = current_request_id.get()
     if request_id:
         body["request_id"] = request_id
+    body.update(members or {})
     response = Response(json.dumps(body), status=status, mimetype=PROBLEM_JSON)
     for name, value in headers or ():
         if name.lower() not in _BODY_HEADERS:
