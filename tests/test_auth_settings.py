@@ -33,6 +33,7 @@ def test_jwt_defaults() -> None:
     assert settings.audience == ("gw",) and settings.leeway == 30.0
     assert settings.required_claims == ("exp", "iss", "aud", "sub")
     assert (settings.jwks_timeout, settings.jwks_lifespan, settings.jwks_cooldown) == (2.0, 300.0, 10.0)
+    assert settings.verified_cache_size == 4096
 
 
 def test_secret_comes_from_the_environment() -> None:
@@ -62,6 +63,11 @@ def test_secret_comes_from_the_environment() -> None:
     ({"jwt": {**RS, "leeway": -1}}, "auth.jwt.leeway = -1: expected a whole number >= 0"),
     ({"jwt": {**RS, "jwks_cooldown": 0}}, "auth.jwt.jwks_cooldown = 0: expected a number of seconds"),
     ({"jwt": {**RS, "forward_claims": ["a b"]}}, "auth.jwt.forward_claims = 'a b': expected claim names"),
+    ({"jwt": {**RS, "verified_cache_size": -1}}, "auth.jwt.verified_cache_size = -1: expected a whole number >= 0"),
+    ({"jwt": {**RS, "verified_cache_size": "lots"}},
+     "auth.jwt.verified_cache_size = 'lots': expected a whole number >= 0"),
+    ({"jwt": {**RS, "verified_cache_size": 4096.5}},
+     "auth.jwt.verified_cache_size = 4096.5: expected a whole number >= 0"),
     ({"jwt": {**RS, "algoritms": ["RS256"]}}, "auth.jwt.algoritms = ['RS256']: expected no such key"),
     ({"header_prefix": "X-Auth"}, "auth.header_prefix = 'X-Auth': expected a header name prefix ending in -"),
     ({"api_keys": {"header": "Authorization"}}, "auth.api_keys.header = 'Authorization': expected a header of its"),

@@ -43,6 +43,7 @@ class JwtSettings:
     jwks_timeout: float
     jwks_lifespan: float
     jwks_cooldown: float
+    verified_cache_size: int  # tokens whose verification result a worker keeps (0: no cache)
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,7 @@ def _read_jwt(section: Section) -> JwtSettings:
         jwks_timeout=section.seconds("jwks_timeout", 2.0),
         jwks_lifespan=section.seconds("jwks_lifespan", 300.0),
         jwks_cooldown=section.seconds("jwks_cooldown", 10.0),
+        verified_cache_size=section.integer("verified_cache_size", 4096),
     )
     section.done()
     return settings
