@@ -6,8 +6,8 @@ Run: ``.venv/bin/python -m bench.hotpath [--seconds 3] [--rounds 5] [--baseline 
 INFO written to a file, the edge guard's defaults, limits in Redis), the forwarding floor (a Flask view
 forwarding through a plain urllib3 pool, nothing else) and bare Flask (bench/bare_app.py). The figure is
 CPU µs per request of the master and its workers from /proc (less sensitive to the machine's other load
-than requests per second), median over interleaved rounds. ``--baseline DIR`` also runs the gateway from
-another checkout (e.g. ``git worktree add /tmp/base HEAD~1``) in the same rounds, for before/after figures.
+than requests per second), median over interleaved rounds. ``--baseline DIR`` (repeatable) also runs the gateway
+from another checkout (e.g. ``git worktree add /tmp/base HEAD~1``) in the same rounds, for before/after figures.
 A stop-gap for tuning; ``make bench`` is the benchmark.
 """
 
@@ -148,7 +148,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--baseline", type=Path, help="another checkout whose gateway runs in the same rounds")
+    parser.add_argument("--baseline", type=Path, action="append", default=[],
+                        help="another checkout whose gateway runs in the same rounds (repeatable: base1, base2, ...)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install -y wrk)")
@@ -169,7 +170,7 @@ def main() -> None:
         gateway_env = {"GATEWAY_ENV": "production", "GATEWAY_CONFIG": str(config)}
         plain_env = {"GATEWAY_SKIP_PREFLIGHT": "1", "HOTPATH_UPSTREAM_PORT": str(port),
                      "BENCH_BODY_SIZE": str(_BODY_SIZE)}
-        roots = {"": ROOT, **({"base ": args.baseline.resolve()} if args.baseline else {})}
+        roots = {"": ROOT, **{f"base{n} ": path.resolve() for n, path in enumerate(args.baseline, 1)}}
         # name -> (server, path, headers)
         cases: dict[str, tuple[Server, str, tuple[str, ...]]] = {}
         floor = Server(ROOT, "bench.hotpath:floor_app()", plain_env, directory / "floor.log")
@@ -216,7 +217,7 @@ def _report(cpu: dict[str, list[float]], rate: dict[str, list[float]], args: arg
     for name in cpu:
         runs = ", ".join(f"{value:.0f}" for value in cpu[name])
         print(f"{name:16} {cpu_m[name]:10.0f} {min(cpu[name]):8.0f} {rate_m[name]:8.0f}   {runs}")
-    for prefix in ("", "base ") if args.baseline else ("",):
+    for prefix in ("", *(f"base{n} " for n in range(1, len(args.baseline) + 1))):
         print(f"{prefix or 'this '}gateway: pass CPU / floor CPU {cpu_m[prefix + 'pass'] / cpu_m['floor']:.2f} "
               f"(target <= 1.15); jwt+limit / pass: throughput "
               f"{rate_m[prefix + 'jwt+limit'] / rate_m[prefix + 'pass']:.2f}, by CPU "

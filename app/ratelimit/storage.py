@@ -2,7 +2,8 @@
 
 ``MeteredStrategy`` wraps the limits strategy Flask-Limiter built. Against Redis it runs one Lua
 script that takes the hit and returns the window in the same round trip (limits' own strategies
-need a second call, or two, for the numbers the headers show). Every call runs under a deadline;
+need a second call, or two, for the numbers the headers show), and the scripts of requests waiting
+at the same moment share one round trip (app/ratelimit/pipeline.py). Every call runs under a deadline;
 a failure marks the storage down, is logged once, and until a retry succeeds requests either pass
 uncounted ("open") or get a 503 ("closed") without waiting again.
 """
@@ -12,9 +13,9 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import gevent
 from limits import RateLimitItem, WindowStats
@@ -25,9 +26,12 @@ from limits.strategies import (
     RateLimiter,
     SlidingWindowCounterRateLimiter,
 )
+from redis import Redis
+from redis.commands.core import Script
 from werkzeug.exceptions import ServiceUnavailable
 
 from app.errors import GatewayError
+from app.ratelimit.pipeline import ScriptPipeline
 
 __all__ = ["Counted", "MeteredStrategy", "OutageGuard", "RequestCounts", "StorageUnavailable"]
 
@@ -250,13 +254,15 @@ def _one_trip(strategy: RateLimiter) -> OneTrip | None:
     if not isinstance(storage, RedisStorage):
         return None
     connection = storage.get_connection()
+    # A cluster routes each key to its own node: its pipelines are not one round trip, keep plain calls.
+    run = ScriptPipeline(connection).run if isinstance(connection, Redis) else _run_alone
     if isinstance(strategy, SlidingWindowCounterRateLimiter):
         script = connection.register_script(_SLIDING_WINDOW.encode())
 
         def sliding(item: RateLimitItem, key: str, cost: int) -> tuple[bool, WindowStats]:
             expiry = item.get_expiry()
             keys = [storage.prefixed_key(f"{{{key}}}/-1"), storage.prefixed_key(f"{{{key}}}")]
-            acquired, previous, previous_ttl, current, current_ttl = script(keys, [item.amount, expiry, cost])
+            acquired, previous, previous_ttl, current, current_ttl = run(script, keys, [item.amount, expiry, cost])
             return bool(acquired), _sliding_stats(item, int(previous), previous_ttl / 1000,
                                                   int(current), current_ttl / 1000)
 
@@ -265,7 +271,7 @@ def _one_trip(strategy: RateLimiter) -> OneTrip | None:
         script = connection.register_script(_FIXED_WINDOW.encode())
 
         def fixed(item: RateLimitItem, key: str, cost: int) -> tuple[bool, WindowStats]:
-            current, ttl = script([storage.prefixed_key(key)], [item.get_expiry(), cost])
+            current, ttl = run(script, [storage.prefixed_key(key)], [item.get_expiry(), cost])
             stats = WindowStats(time.time() + max(0, ttl) / 1000, max(0, item.amount - int(current)))
             return int(current) <= item.amount, stats
 
@@ -275,12 +281,18 @@ def _one_trip(strategy: RateLimiter) -> OneTrip | None:
 
         def moving(item: RateLimitItem, key: str, cost: int) -> tuple[bool, WindowStats]:
             now = time.time()
-            acquired, oldest, count = script([storage.prefixed_key(key)], [now, item.amount, item.get_expiry(), cost])
+            acquired, oldest, count = run(script, [storage.prefixed_key(key)],
+                                          [now, item.amount, item.get_expiry(), cost])
             start = float(oldest) if int(count) else now
             return bool(acquired), WindowStats(start + item.get_expiry(), item.amount - int(count))
 
         return moving
     return None
+
+
+def _run_alone(script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    """One script call in its own round trip."""
+    return script(keys, args)
 
 
 def _sliding_stats(item: RateLimitItem, previous: int, previous_expires_in: float, current: int,
