@@ -97,7 +97,8 @@ def create_app(
         page = build_status_blueprint(status_settings, metrics_enabled=metrics_settings.enabled)
         limiter.exempt(page)  # like health and metrics: never rate limited; its own access control
         gateway_endpoints += (page,)
-    for blueprint in (*gateway_endpoints, build_routes_blueprint(routes), *cache.blueprints(app), *blueprints):
+    for blueprint in (*gateway_endpoints, build_routes_blueprint(routes, plans=limiter.has_plans(app)),
+                      *cache.blueprints(app), *blueprints):
         app.register_blueprint(blueprint)
     auth.check(app)  # every route registered by now must carry an auth policy
     compile_route_policies(app, edge.guard)  # per-route edge settings, checked at start

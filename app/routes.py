@@ -184,8 +184,11 @@ def _endpoint_name(path: str, index: int) -> str:
     return f"r{index}_" + re.sub(r"[^A-Za-z0-9]+", "_", without_converters).strip("_")
 
 
-def build_routes_blueprint(routes: tuple[RouteSettings, ...]) -> Blueprint:
-    """The built-in blueprint: one view per declared route, made like any hand-written one (auth, then limit)."""
+def build_routes_blueprint(routes: tuple[RouteSettings, ...], *, plans: bool) -> Blueprint:
+    """The built-in blueprint: one view per declared route, made like any hand-written one (auth, then limit).
+
+    ``plans``: [ratelimit.plans] names a plan, so authenticated routes carry the plan quota.
+    """
     blueprint = Blueprint("routes", __name__)
     for route in routes:
         # Applied inside out, so a request meets them in the house order: auth, limit, cache, view.
@@ -195,9 +198,11 @@ def build_routes_blueprint(routes: tuple[RouteSettings, ...]) -> Blueprint:
             view = apply_cache(route.cache)(view)
         if route.schema is not None:  # after the limit: a refused body still counts against the quota
             view = apply_schema(route.schema)(view)
-        authenticated = route.auth is not None and not route.auth.public
-        if route.limits or authenticated:  # before the cache: a cache hit still counts against the quota
-            view = limit_declared_route(route.limits, authenticated=authenticated)(view)
+        # The plan quota only exists with plans: without them it would cost every request a pass
+        # through Flask-Limiter (~100 µs) to count nothing.
+        plan = plans and route.auth is not None and not route.auth.public
+        if route.limits or plan:  # before the cache: a cache hit still counts against the quota
+            view = limit_declared_route(route.limits, plan=plan)(view)
         if route.auth is not None:
             view = apply_policy(route.auth)(view)
         if route.edge is not None:  # enforced at the WSGI edge, before every hook

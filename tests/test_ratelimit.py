@@ -150,6 +150,18 @@ def test_plan_quota_holds_across_routes_per_consumer(make_app: AppFactory, backe
     assert client.get("/a").status_code == 401  # auth runs before the limit
 
 
+def test_without_plans_an_authenticated_route_without_limits_asks_the_storage_nothing(
+        make_app: AppFactory, backend: Backend, redis_server: RedisServer) -> None:
+    app = make_app(**config(backend, auth={"scopes": ["users:read"]}, storage_uri=redis_server.url))
+    client = app.test_client()
+    before = redis_server.command_calls()
+    answers = [client.get(path, headers={"X-API-Key": API_KEY}) for path in ("/a", "/b", "/c")]
+    assert [answer.status_code for answer in answers] == [200, 200, 200]
+    assert not any("RateLimit" in answer.headers for answer in answers)
+    assert redis_server.command_calls() == before  # no plan quota to count: the storage is never asked
+    assert len(backend.received) == 3
+
+
 def test_plan_from_a_jwt_claim_and_the_default_plan(make_app: AppFactory, backend: Backend) -> None:
     from app.auth import Principal
     from app.ratelimit import plan_of

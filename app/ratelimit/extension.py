@@ -98,6 +98,11 @@ class GatewayLimiter(Limiter):
                 return
         super()._check_request_limit(callable_name, in_middleware)
 
+    def has_plans(self, app: Flask) -> bool:
+        """Whether [ratelimit.plans] names a plan (False when the section was refused: ``gateway check``)."""
+        runtime: RateLimitRuntime | None = app.extensions.get(EXTENSION)
+        return runtime is not None and bool(runtime.settings.plans)
+
     def runtime(self, app: Flask | None = None) -> RateLimitRuntime:
         """The app's rate limit state (tests and benchmarks reach the storage through it)."""
         runtime: RateLimitRuntime = (app or current_app).extensions[EXTENSION]
@@ -130,12 +135,12 @@ def _plan_limits() -> str:
 plan_quota = limiter.shared_limit(_plan_limits, scope="plan", key_func=by_consumer)
 
 
-def limit_declared_route(limits: tuple[str, ...], *, authenticated: bool) -> Callable[[View], View]:
-    """A declared route's limit layer: its ``limits`` per consumer (or address), the plan quota when authenticated."""
+def limit_declared_route(limits: tuple[str, ...], *, plan: bool) -> Callable[[View], View]:
+    """A declared route's limit layer: its ``limits`` per consumer (or address), and the plan quota when ``plan``."""
     def decorate(view: View) -> View:
         view.__qualname__ = f"{view.__qualname__}#{next(_builds)}"
         limited: Callable[..., Any] = view
-        if authenticated:
+        if plan:
             limited = plan_quota(limited)
         if limits:
             limited = limiter.limit(";".join(limits), key_func=by_consumer)(limited)
