@@ -61,7 +61,11 @@ def test_every_contender_of_every_scenario_answered_without_errors(report: tuple
         for name, figures in scenario["contenders"].items():
             assert figures["requests"] > 0, (key, name)
             assert (figures["socket_errors"], figures["http_errors"]) == (0, 0), (key, name, figures)
-            assert figures["cpu_us_per_request"] > 0, (key, name)
+            # CPU time comes from /proc in clock ticks (10 ms): in a one-second quick run a cheap
+            # reference (the 100 ms upstream answering ~300 calls) can spend less than one tick.
+            assert figures["cpu_us_per_request"] >= 0, (key, name)
+            if name.startswith("frontdesk"):  # a gateway's second of work is always many ticks
+                assert figures["cpu_us_per_request"] > 0, (key, name)
             assert figures["rss_mb_per_worker"] > 0, (key, name)
             assert 0 < figures["p50_ms"] <= figures["p99_ms"], (key, name)
 
