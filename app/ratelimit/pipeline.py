@@ -22,8 +22,8 @@ from redis.exceptions import NoScriptError
 
 __all__ = ["ScriptPipeline"]
 
-# Commands per round trip at most (Envoy's default pipeline limit is of the same order): a bound on
-# the bytes one write and one read carry, and on how long the first of a batch waits for the last.
+# Commands per round trip at most: a bound on the bytes one write and one read carry, and on how
+# long the first of a batch waits for the answer of the last.
 MAX_BATCH = 128
 
 _Call = tuple[Script, Sequence[str], Sequence[Any], AsyncResult]
