@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+from tests.fakes import stop_by_pid
 from tests.fakes.backend import Backend
 from tests.gateway import ROOT
 
@@ -128,8 +128,7 @@ auth = "public"
                     figures[name].append(((_worker_cpu(process) - before) / count * 1e6, count / wall))
         finally:
             for process in (gateway, bare):
-                process.send_signal(signal.SIGTERM)
-                process.wait(15)
+                stop_by_pid(process)
     best = {name: (min(cpu for cpu, _ in values), max(rps for _, rps in values)) for name, values in figures.items()}
     for name, (cpu, rps) in best.items():
         print(f"{name:15} worker CPU µs/request: {cpu:6.0f}   requests/s: {rps:6.0f}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -16,7 +15,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.fakes import free_port
+from tests.fakes import free_port, stop_by_pid
 
 REDIS_SERVER = "/usr/bin/redis-server"
 
@@ -69,9 +68,8 @@ class RedisServer:
 
     def stop(self) -> None:
         """Stop the server by its pid."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(10)
+        if self.process is not None:
+            stop_by_pid(self.process, grace=10)
         self.process = None
 
 
