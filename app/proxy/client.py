@@ -5,13 +5,16 @@ from __future__ import annotations
 import functools
 import http.cookiejar
 import math
+import select
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import requests
+from gevent import monkey
 from requests.adapters import HTTPAdapter
-from urllib3 import HTTPConnectionPool, Timeout
+from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, Timeout
+from urllib3.connection import HTTPConnection, HTTPSConnection
 
 from app.proxy.balance import Balancer, build_balancer
 from app.proxy.discovery import MAX_ADDRESSES, is_address
@@ -49,12 +52,56 @@ class _NoCookies(http.cookiejar.CookiePolicy):
         return False
 
 
+# The operating system's poll, not gevent's cooperative one: a poll with a zero timeout never
+# blocks, so it needs no watcher, no timer and no switch to the hub.
+_system_poll = monkey.get_original("select", "poll")
+
+
+def _still_open(sock: Any) -> bool:
+    """Whether a pooled connection can carry another request: nothing to read, neither data nor EOF."""
+    poller = _system_poll()
+    poller.register(sock, select.POLLIN)
+    return not poller.poll(0)
+
+
+class _ReuseCheck:
+    """urllib3's test before a pooled connection is reused (readable means closed or broken), cheaper.
+
+    urllib3 asks ``select.poll``, which under gevent is a cooperative poll: a watcher, a timer and
+    a switch to the hub, about 13 µs on every forwarded call; the system's poll costs about 1 µs.
+    """
+
+    sock: Any
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether the connection can carry another request."""
+        return self.sock is not None and _still_open(self.sock)
+
+
+class _Connection(_ReuseCheck, HTTPConnection):
+    pass
+
+
+class _TlsConnection(_ReuseCheck, HTTPSConnection):
+    pass
+
+
+class _Pool(HTTPConnectionPool):
+    ConnectionCls = _Connection
+
+
+class _TlsPool(HTTPSConnectionPool):
+    ConnectionCls = _TlsConnection
+
+
 class _UpstreamAdapter(HTTPAdapter):
-    """An adapter whose pools write request bodies in large blocks."""
+    """An adapter whose pools write request bodies in large blocks and check reused connections cheaply."""
 
     def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
-        """Build the pool manager as requests does, with our block size."""
+        """Build the pool manager as requests does, with our block size and connection classes."""
         super().init_poolmanager(connections, maxsize, block, blocksize=_BLOCK_SIZE, **pool_kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _Pool, "https": _TlsPool}
 
 
 def build_session(upstreams: Mapping[str, UpstreamSettings]) -> requests.Session:
