@@ -180,6 +180,11 @@ class DrainingWorker(GeventWorker):  # type: ignore[misc]  # gunicorn ships no t
             # Headers written before the drain began said keep-alive; the close follows the answer's
             # last byte, so the client sees it before it could reuse the connection.
             raise StopIteration()
+        # Let every other ready connection have its turn before this one reads its next request.
+        # A client that answers fast (its next request already waiting) would otherwise be served
+        # again and again without the worker ever switching: under load a few connections took
+        # the whole worker while the others waited seconds (p99 1.8 s at p50 1 ms on cache hits).
+        gevent.sleep(0)
         return result
 
     def _draining(self) -> bool:

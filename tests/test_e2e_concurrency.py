@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import socket
 import time
 import uuid
 from collections import Counter
@@ -180,3 +181,28 @@ def test_a_stalled_download_does_not_hold_up_its_worker(start_gateway: Callable[
             total += len(chunk)
     assert total == size
     assert digest.hexdigest() == pattern_sha256(size)
+
+
+def test_a_connection_with_requests_waiting_takes_turns(start_gateway: Callable[..., Gateway],
+                                                        backend: Backend) -> None:
+    """One worker: a client whose next requests are already waiting is not served on and on while another waits."""
+    gateway = start_gateway(echo_toml(backend.url), workers=1)
+    burst = 200
+    earlier = len(access_lines(gateway))  # the start's own /livez checks
+    with socket.create_connection(address(gateway)) as busy, socket.create_connection(address(gateway)) as other:
+        # Pipelined: every request of the burst is in the worker's buffer at once, so reading the
+        # next one never waits (as for a fast client under load, whose next request is already there).
+        busy.sendall(b"".join(b"GET /livez HTTP/1.1\r\nHost: gateway\r\n\r\n" for _ in range(burst)))
+        busy.recv(1)  # the burst is being served
+        other.sendall(b"GET /readyz HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := other.recv(65536):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        busy.shutdown(socket.SHUT_WR)
+        while busy.recv(65536):
+            pass  # every answer of the burst read, so the access log is complete
+    routes = [line["route"] for line in access_lines(gateway)[earlier:]]
+    assert sorted(set(routes)) == ["/livez", "/readyz"] and routes.count("/livez") == burst
+    # Served as soon as it arrived, between two requests of the burst, not after the whole burst.
+    assert routes.index("/readyz") < burst
