@@ -20,7 +20,7 @@ from app.auth import AuthPolicy, policy_of
 from app.caching import RouteCache, cache_policy_of
 from app.guard import EdgeOverride, edge_override_of
 from app.proxy import upstreams
-from app.ratelimit import by_client_address, by_consumer, limiter
+from app.ratelimit import by_client_address, by_consumer, limiter, route_limits_of
 from app.routes import DECLARED, RouteSettings
 
 __all__ = ["LimitInfo", "RouteInfo", "inventory"]
@@ -129,7 +129,7 @@ def _limits(app: Flask, rule: Rule) -> tuple[LimitInfo, ...]:
             found.append(LimitInfo("plan" if group.scope == "plan" else "per request", per,
                                    f"shared:{group.scope}" if group.shared else "route"))
     _, decorated = manager.resolve_limits(app, rule.endpoint, blueprint)
-    found += [_limit_info(limit) for limit in decorated]
+    found += [_limit_info(limit) for limit in (*decorated, *route_limits_of(app.view_functions[rule.endpoint]))]
     found += [LimitInfo(str(limit.limit), _key_name(limit.key_func), "app-wide")
               for limit in manager.application_limits]
     return tuple(dict.fromkeys(found))

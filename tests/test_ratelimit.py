@@ -13,11 +13,13 @@ from typing import Any
 import pytest
 from flask import Blueprint, Flask
 from flask.testing import FlaskClient
+from limits import parse
 from werkzeug.test import TestResponse
 
 from app.auth import public
 from app.config import ConfigError
-from app.ratelimit import by_header, limiter
+from app.inventory import LimitInfo, inventory
+from app.ratelimit import by_header, fixed_limits, limiter
 from tests.conftest import AppFactory, echo_config
 from tests.fakes.backend import Backend
 from tests.fakes import free_port
@@ -255,7 +257,6 @@ def test_redis_one_round_trip_per_limit_with_the_numbers_limits_reports(
     # The window the script returned is the one limits' own strategy reads back.
     runtime = limiter.runtime(app)
     with app.test_request_context():
-        from limits import parse
         item = parse("3/minute")
         prefix = app.config["RATELIMIT"]["key_prefix"]
         stats = runtime.strategy.inner.get_window_stats(item, prefix, "addr:127.0.0.1", "routes.r0_rest")
@@ -392,3 +393,34 @@ def test_a_blueprint_wide_limit_still_counts_in_the_before_request_pass(make_app
     limiter.limit("2/minute")(metered)
     client = make_app(blueprints=(metered,), RATELIMIT={"key_prefix": "t" + uuid.uuid4().hex}).test_client()
     assert statuses(client, 3, "/metered/") == [200, 200, 429]
+
+
+def test_fixed_limits_count_a_code_route_as_limiter_limit_does(make_app: AppFactory) -> None:
+    tenants = Blueprint(f"tenants_{uuid.uuid4().hex}", __name__, url_prefix="/tenants")
+
+    @tenants.get("/")
+    @public
+    @fixed_limits("5/hour", "2/minute", key_func=by_header("X-Tenant"))
+    def index() -> str:
+        """A route with two fixed limits per tenant."""
+        return "ok"
+
+    prefix = "t" + uuid.uuid4().hex
+    app = make_app(blueprints=(tenants,), RATELIMIT={"key_prefix": prefix})
+    client = app.test_client()
+    first = client.get("/tenants/", headers={"X-Tenant": "a"})
+    assert first.headers["RateLimit-Policy"] == '"route-60s";q=2;w=60, "route-3600s";q=5;w=3600'
+    assert statuses(client, 2, "/tenants/", headers={"X-Tenant": "a"}) == [200, 429]  # the minute's 2 are spent
+    assert client.get("/tenants/", headers={"X-Tenant": "b"}).status_code == 200  # another tenant, its own
+    assert client.options("/tenants/", headers={"X-Tenant": "b"}).status_code == 200  # never counted
+    # The counters sit where Flask-Limiter's decorator keeps them: prefix, key, endpoint. The refused
+    # request took nothing from the hour (the first breach stops the count).
+    runtime = limiter.runtime(app)
+    endpoint = next(name for name in app.view_functions if name.startswith("tenants_"))
+    with app.test_request_context():
+        for rate, remaining in (("2/minute", 0), ("5/hour", 3)):
+            stats = runtime.strategy.inner.get_window_stats(parse(rate), prefix, "header:x-tenant:a", endpoint)
+            assert stats.remaining == remaining
+    listed = {route.endpoint: route for route in inventory(app)}[endpoint]
+    assert listed.limits == (LimitInfo("2 per 1 minute", "header x-tenant", "route"),
+                             LimitInfo("5 per 1 hour", "header x-tenant", "route"))
