@@ -16,10 +16,9 @@ shared by the master and every worker (``_Shared``):
   the whole boot of the new ones (seconds). Readiness stays 200: the instance is not stopping.
 
 Draining: gunicorn stops accepting (within a second); every response still to start gets
-``Connection: close``, a connection whose answer was already under way is closed after it, and a
-connection idle (between requests) for ``IDLE_GRACE`` seconds is closed. gunicorn's own gevent
-worker leaves idle keep-alive connections open until ``graceful_timeout``, so one idle load
-balancer connection held every stop for the whole of it.
+``Connection: close``, and a connection idle (between requests) for ``IDLE_GRACE`` seconds is
+closed. gunicorn's own gevent worker leaves idle keep-alive connections open until
+``graceful_timeout``, so one idle load balancer connection held every stop for the whole of it.
 """
 
 from __future__ import annotations
@@ -169,17 +168,19 @@ class DrainingWorker(GeventWorker):  # type: ignore[misc]  # gunicorn ships no t
             self._connections.pop(client, None)
 
     def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
-        """Serve one request; during the drain, close the connection after it."""
+        """Serve one request, then let the other connections have their turn.
+
+        During the drain an answer says ``Connection: close`` (``_drain_aware``) and gunicorn closes
+        the connection after it. An answer whose headers went out just before the drain began said
+        keep-alive: its connection stays open, so a client that sends its next request at once gets
+        an answer (with the close) rather than a connection closed under it; an idle one is swept.
+        """
         self._connections[sock] = None
         try:
             result = super().handle_request(listener_name, req, sock, addr)
         finally:
             if sock in self._connections:
                 self._connections[sock] = time.monotonic()
-        if self._draining():
-            # Headers written before the drain began said keep-alive; the close follows the answer's
-            # last byte, so the client sees it before it could reuse the connection.
-            raise StopIteration()
         # Let every other ready connection have its turn before this one reads its next request.
         # A client that answers fast (its next request already waiting) would otherwise be served
         # again and again without the worker ever switching: under load a few connections took
