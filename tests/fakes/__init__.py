@@ -5,9 +5,10 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["free_port", "stop_by_pid"]
+__all__ = ["accept_each", "free_port", "stop_by_pid"]
 
 
 def free_port() -> int:
@@ -16,6 +17,16 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def accept_each(listener: socket.socket, handle: Callable[[socket.socket], object]) -> None:
+    """Accept connections on ``listener`` until it is closed, handing each to ``handle`` (a fake's accept loop)."""
+    while True:
+        try:
+            connection, _ = listener.accept()
+        except OSError:
+            return  # the listener was closed: the fake is stopping
+        handle(connection)
 
 
 def stop_by_pid(process: subprocess.Popen[Any], grace: float = 15.0) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.fakes import free_port, stop_by_pid
+from tests.fakes import accept_each, free_port, stop_by_pid
 
 REDIS_SERVER = "/usr/bin/redis-server"
 
@@ -82,19 +82,11 @@ class SilentServer:
         self.listener.listen(64)
         self.url = f"redis://127.0.0.1:{self.listener.getsockname()[1]}/0"
         self.held: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread = threading.Thread(target=accept_each, args=(self.listener, self.held.append), daemon=True)
 
     def __enter__(self) -> SilentServer:
         self._thread.start()
         return self
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self.listener.accept()
-            except OSError:
-                return
-            self.held.append(connection)
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
