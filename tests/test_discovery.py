@@ -12,8 +12,9 @@ from collections import Counter
 from app import upstreams
 from app.proxy.discovery import is_address, resolve_host
 from tests.conftest import AppFactory
+from tests.fakes import wait_until
 from tests.fakes.backend import Backend
-from tests.test_resilience import answered_by, assert_problem, gateway, wait_until
+from tests.test_resilience import answered_by, assert_problem, gateway
 
 
 class Resolver:
@@ -41,18 +42,18 @@ def test_every_address_becomes_a_target_and_changes_are_followed(make_app: AppFa
         state = upstreams.state("svc", app)
 
         resolver.answer = ["127.0.0.2", "127.0.0.1"]  # scaled out
-        wait_until(lambda: len(state.endpoints) == 2)
+        wait_until(lambda: len(state.endpoints) == 2, timeout=3.0)
         assert Counter(answered_by(client.get("/x")) for _ in range(10)) == {"a": 5, "b": 5}
         # Pools are per address; the Host header stays the configured name.
         assert {seen.header("Host") for seen in a.received + b.received} == {f"svc.test:{a.port}"}
 
         resolver.answer = OSError("SERVFAIL")  # an outage keeps the last good answer
         asked = len(resolver.asked)
-        wait_until(lambda: len(resolver.asked) > asked + 1)
+        wait_until(lambda: len(resolver.asked) > asked + 1, timeout=3.0)
         assert len(state.endpoints) == 2
 
         resolver.answer = ["127.0.0.2"]  # scaled in
-        wait_until(lambda: len(state.endpoints) == 1)
+        wait_until(lambda: len(state.endpoints) == 1, timeout=3.0)
         assert {answered_by(client.get("/x")) for _ in range(4)} == {"b"}
 
 

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from tests.fakes import wait_until
 from tests.fakes.backend import Backend
 from tests.gateway import Gateway, echo_toml
 
@@ -76,15 +77,6 @@ def slowest(running: Load) -> float:
     return max(end - start for path, start, end, _ in running.outcomes if path == "/fast")
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:
-    """Poll ``condition`` (a state in another process: no event to wait on) until true."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def test_sighup_under_load_applies_the_new_config_without_a_failed_request(
         start_gateway: Callable[..., Gateway], tmp_path: Path) -> None:
     with Backend("old") as old, Backend("new") as new:
@@ -98,10 +90,12 @@ def test_sighup_under_load_applies_the_new_config_without_a_failed_request(
             sent = time.monotonic()
             assert gateway.process is not None
             gateway.process.send_signal(signal.SIGHUP)
-            wait_until(lambda: "configuration checked, reloading" in gateway.log(), what="the reload check")
+            wait_until(lambda: "configuration checked, reloading" in gateway.log(), timeout=60.0,
+                       what="the reload check")
             reloading = time.monotonic()
             # The old workers go once a new one has loaded the app and their in-flight requests are done.
-            wait_until(lambda: not before & set(gateway.worker_pids()), what="the old workers to exit")
+            wait_until(lambda: not before & set(gateway.worker_pids()), timeout=60.0,
+                       what="the old workers to exit")
             switched = time.monotonic()
             # More load after the switch (the new workers already served during the hand-over).
             new.wait_for(len(new.received) + 20, timeout=30)
@@ -143,7 +137,7 @@ def test_sighup_with_a_broken_config_is_refused_and_the_old_workers_keep_serving
             gateway.config_path.write_text(echo_toml(old.url, upstream="conect_timeout = 1"))
             assert gateway.process is not None
             gateway.process.send_signal(signal.SIGHUP)
-            wait_until(lambda: "reload refused" in gateway.log(), what="the refusal")
+            wait_until(lambda: "reload refused" in gateway.log(), timeout=60.0, what="the refusal")
             served = len(old.received)
             old.wait_for(served + 20, timeout=30)  # still serving after the refusal
         assert running.failures() == []
@@ -165,7 +159,8 @@ def test_sigterm_under_load_drains_in_flight_requests_and_readiness_says_503(
     first = probe.getresponse()
     assert (first.status, json.loads(first.read())) == (200, {"status": "ready"})
     with load(gateway) as running:
-        wait_until(lambda: sum(r.target == "/_/slow/1" for r in backend.received) >= 3, what="slow requests")
+        wait_until(lambda: sum(r.target == "/_/slow/1" for r in backend.received) >= 3, timeout=60.0,
+                   what="slow requests")
         assert gateway.process is not None
         signalled = time.monotonic()
         gateway.process.send_signal(signal.SIGTERM)

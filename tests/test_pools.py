@@ -11,7 +11,7 @@ import pytest
 
 from app.proxy.client import _Connection, _TlsConnection
 from tests.conftest import AppFactory
-from tests.fakes import accept_each
+from tests.fakes import accept_each, wait_until
 
 _ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
 
@@ -105,7 +105,8 @@ def test_a_pooled_connection_is_reused_only_while_it_is_clean(make_app: AppFacto
             upstream.wait_for_garbage()
         elif upstream.after == "close":
             # The EOF must have arrived before the next call looks at the pooled connection.
-            _wait_until(lambda: upstream.connections == number + 1 and upstream.answered == number + 1)
+            wait_until(lambda: upstream.connections == number + 1 and upstream.answered == number + 1,
+                       timeout=5.0, what="the upstream's close")
 
     assert upstream.answered == 3
     # One connection for all three while it stays clean; a new one per call after an EOF or stray bytes.
@@ -126,10 +127,3 @@ def test_the_reuse_check_reads_the_socket_state(connection_class: type[_Connecti
         assert connection.is_connected
         theirs.close()
         assert not connection.is_connected  # EOF: the upstream closed it
-
-
-def _wait_until(condition: object, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)

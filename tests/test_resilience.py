@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import gevent
@@ -15,6 +15,7 @@ from werkzeug.test import TestResponse
 
 from app import upstreams
 from tests.conftest import AppFactory
+from tests.fakes import wait_until
 from tests.fakes.backend import Backend
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
@@ -39,14 +40,6 @@ def answered_by(response: TestResponse) -> str:
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.json is not None
     return str(response.json["backend"])
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 3.0) -> None:
-    """Poll (cooperatively) until ``condition`` holds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
 
 
 def assert_problem(response: TestResponse, status: int, problem: str) -> None:
@@ -90,7 +83,7 @@ def test_least_in_flight_avoids_the_busy_target(make_app: AppFactory, pair: tupl
     a, b = pair
     app = gateway(make_app, [a.url, b.url], balance="least_in_flight")
     slow = gevent.spawn(app.test_client().get, "/_/slow/0.5")  # occupies one target
-    wait_until(lambda: len(a.received) + len(b.received) == 1)
+    wait_until(lambda: len(a.received) + len(b.received) == 1, timeout=3.0)
     busy = "a" if a.received else "b"
     client = app.test_client()
     assert {answered_by(client.get("/x")) for _ in range(6)} == {"b" if busy == "a" else "a"}
@@ -137,14 +130,14 @@ def test_active_checks_take_a_target_out_and_bring_it_back(make_app: AppFactory,
     assert Counter(answered_by(client.get("/x")) for _ in range(4)) == {"a": 2, "b": 2}
     state = upstreams.state("svc", app)
     b.status = 503  # sick: its health checks fail, though it still answers
-    wait_until(lambda: not state.endpoints[1].healthy)
+    wait_until(lambda: not state.endpoints[1].healthy, timeout=3.0)
     b.clear()
     assert {answered_by(client.get("/x")) for _ in range(6)} == {"a"}
-    wait_until(lambda: len(b.received) >= 2)  # the checks go on
+    wait_until(lambda: len(b.received) >= 2, timeout=3.0)  # the checks go on
     assert all(seen.target == "/health" for seen in b.received)  # only the checks reached it
     assert b.received[0].header("User-Agent") == "frontdesk-health"
     b.status = None
-    wait_until(lambda: state.endpoints[1].healthy)
+    wait_until(lambda: state.endpoints[1].healthy, timeout=3.0)
     assert Counter(answered_by(client.get("/x")) for _ in range(4)) == {"a": 2, "b": 2}
 
 

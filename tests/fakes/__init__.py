@@ -5,10 +5,11 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["accept_each", "free_port", "stop_by_pid"]
+__all__ = ["accept_each", "free_port", "stop_by_pid", "wait_until"]
 
 
 def free_port() -> int:
@@ -39,3 +40,12 @@ def stop_by_pid(process: subprocess.Popen[Any], grace: float = 15.0) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(5)
+
+
+def wait_until(condition: Callable[[], bool], *, timeout: float, what: str = "the condition") -> None:
+    """Poll ``condition`` (a state with no event to wait on; cooperative under gevent) until it holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
