@@ -43,7 +43,8 @@ _ROUTE_LIMITS = "frontdesk_route_limits"  # on a view under fixed_limits: its li
 
 View = TypeVar("View", bound=Callable[..., Any])
 log = logging.getLogger("frontdesk.ratelimit")
-# Declared routes get fresh views per app; their names must not meet an earlier app's limits.
+# Declared routes get fresh views per app, and Flask-Limiter keeps the plan quota by the view's
+# name: each build's name must not meet an earlier app's.
 _builds = itertools.count(1)
 
 
@@ -152,9 +153,9 @@ def limit_declared_route(limits: tuple[str, ...], *, plan: bool) -> Callable[[Vi
     counted = fixed_limits(*limits) if limits else None
 
     def decorate(view: View) -> View:
-        view.__qualname__ = f"{view.__qualname__}#{next(_builds)}"
         limited: Callable[..., Any] = view
         if plan:
+            view.__qualname__ = f"{view.__qualname__}#{next(_builds)}"
             limited = plan_quota(limited)
         if counted is not None:
             limited = counted(limited)
