@@ -44,6 +44,7 @@ def test_sparkline_spans_the_width_with_the_peak_near_the_top() -> None:
     assert line.points == "0.0,40.0 50.0,21.0 100.0,2.0"
     assert line.peak == 10.0
     assert sparkline([]).points == ""
+    assert sparkline([4.0], width=100, height=40).points == "0.0,2.0 100.0,2.0"  # one rate: a level line
 
 
 def test_ratios_and_durations_read_as_people_read_them() -> None:

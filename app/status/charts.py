@@ -55,9 +55,14 @@ def histogram_bars(counts: Sequence[float], bounds: Sequence[float], *, width: f
 
 
 def sparkline(values: Sequence[float], *, width: float = 240.0, height: float = 40.0) -> Sparkline:
-    """A line through ``values`` spread over ``width``, zero at the bottom, the peak 2 units below the top."""
+    """A line through ``values`` spread over ``width``, zero at the bottom, the peak 2 units below the top.
+
+    A single value (the first two readings) is a level line across the width: one point draws nothing.
+    """
     peak = max(values, default=0.0)
     scale = (height - 2.0) / peak if peak > 0 else 0.0
+    if len(values) == 1:
+        values = [values[0], values[0]]
     step = width / (len(values) - 1) if len(values) > 1 else 0.0
     points = " ".join(f"{index * step:.1f},{height - value * scale:.1f}" for index, value in enumerate(values))
     return Sparkline(points=points, peak=peak, width=width, height=height)
