@@ -20,6 +20,7 @@ from app.proxy.balance import Balancer, build_balancer
 from app.proxy.discovery import MAX_ADDRESSES, is_address
 from app.proxy.endpoints import Endpoint
 from app.proxy.settings import Target, UpstreamSettings
+from app.proxy.wire import PlainHeads
 
 __all__ = ["UpstreamState", "build_session", "build_states", "endpoint_pool"]
 
@@ -79,11 +80,11 @@ class _ReuseCheck:
         return self.sock is not None and _still_open(self.sock)
 
 
-class _Connection(_ReuseCheck, HTTPConnection):
+class _Connection(_ReuseCheck, PlainHeads, HTTPConnection):
     pass
 
 
-class _TlsConnection(_ReuseCheck, HTTPSConnection):
+class _TlsConnection(_ReuseCheck, PlainHeads, HTTPSConnection):
     pass
 
 
@@ -96,7 +97,7 @@ class _TlsPool(HTTPSConnectionPool):
 
 
 class _UpstreamAdapter(HTTPAdapter):
-    """An adapter whose pools write request bodies in large blocks and check reused connections cheaply."""
+    """An adapter whose pools write bodies in large blocks, check reused connections and handle heads cheaply."""
 
     def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
         """Build the pool manager as requests does, with our block size and connection classes."""
