@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Blueprint, Flask
+from flask import Blueprint, Flask, request
 from flask.testing import FlaskClient
 from limits import parse
 from werkzeug.test import TestResponse
@@ -395,6 +395,24 @@ def test_a_blueprint_wide_limit_still_counts_in_the_before_request_pass(make_app
     limiter.limit("2/minute")(metered)
     client = make_app(blueprints=(metered,), RATELIMIT={"key_prefix": "t" + uuid.uuid4().hex}).test_client()
     assert statuses(client, 3, "/metered/") == [200, 200, 429]
+
+
+def test_deduct_when_counts_only_the_answers_it_names(make_app: AppFactory) -> None:
+    # Flask-Limiter carries the limit from its check to its after-request hook in its per-request
+    # state (GatewayLimiter.context): only failed answers are counted here.
+    flaky = Blueprint(f"flaky_{uuid.uuid4().hex}", __name__, url_prefix="/flaky")
+
+    @flaky.get("/")
+    @public
+    @limiter.limit("2/minute", deduct_when=lambda response: response.status_code >= 500)
+    def index() -> tuple[str, int]:
+        """Fails when asked to."""
+        return ("failed", 503) if request.args.get("fail") else ("ok", 200)
+
+    client = make_app(blueprints=(flaky,), RATELIMIT={"key_prefix": "t" + uuid.uuid4().hex}).test_client()
+    assert statuses(client, 3, "/flaky/") == [200, 200, 200]  # successes take nothing
+    assert statuses(client, 3, "/flaky/?fail=1") == [503, 503, 429]
+    assert client.get("/flaky/").status_code == 429
 
 
 def test_fixed_limits_count_a_code_route_as_limiter_limit_does(make_app: AppFactory) -> None:

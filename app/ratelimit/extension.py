@@ -6,12 +6,15 @@ import functools
 import itertools
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from flask import Flask, Response, current_app, g, request
+from flask.globals import request_ctx
 from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded, RouteLimit
+from flask_limiter._extension import LimiterContext  # the per-request state its hooks share; not re-exported
 from limits.errors import ConfigurationError
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -93,6 +96,21 @@ class GatewayLimiter(Limiter):
         app.extensions[EXTENSION] = RateLimitRuntime(settings, guard, strategy)
         app.after_request(_write_headers)
         app.register_error_handler(RateLimitExceeded, _render_rate_limited)
+
+    @property
+    def context(self) -> LimiterContext:
+        """Flask-Limiter's state for this request, where it keeps it (on the request context), found directly.
+
+        Its own property goes through two LocalProxy lookups and a ``hasattr`` on a proxy: 2.3 µs, and
+        its after-request and teardown hooks ask three times a request, on every route. This asks the
+        proxy once: 0.14 µs (timeit; docs/performance-tuning.md).
+        """
+        context: Any = request_ctx._get_current_object()  # type: ignore[attr-defined]  # a LocalProxy
+        try:
+            states: dict[Limiter, LimiterContext] = context._limiter_request_context
+        except AttributeError:
+            states = context._limiter_request_context = defaultdict(LimiterContext)
+        return states[self]
 
     def _check_request_limit(self, callable_name: str | None = None, in_middleware: bool = True) -> None:
         """Flask-Limiter's check; its before-request pass is skipped while nothing could be counted there."""
