@@ -24,6 +24,7 @@ closed. gunicorn's own gevent worker leaves idle keep-alive connections open unt
 from __future__ import annotations
 
 import _socket
+import gc
 import mmap
 import os
 import select
@@ -37,7 +38,7 @@ import gevent
 from gevent.monkey import get_original
 from gunicorn.workers.ggevent import GeventWorker
 
-__all__ = ["DRAINING_ENVIRON_KEY", "IDLE_GRACE", "DrainingWorker", "install_master_hooks"]
+__all__ = ["DRAINING_ENVIRON_KEY", "IDLE_GRACE", "DrainingWorker", "install_master_hooks", "settle_heap"]
 
 #: The WSGI environ key that tells the app its instance is stopping (app.health reads the same name).
 DRAINING_ENVIRON_KEY = "frontdesk.draining"
@@ -122,6 +123,26 @@ def install_master_hooks(server: Any) -> None:
     server.stop = marked_stop
 
 
+# Allocations (less deallocations) between two collections of the youngest generation; Python's is 700.
+YOUNG_COLLECTION_THRESHOLD = 7000
+
+
+def settle_heap() -> None:
+    """Once the app is built: what start-up made leaves the garbage collector's sight, and it collects less often.
+
+    The app, its modules and settings (about 80,000 objects) live as long as the worker, yet every
+    full collection walked them again; frozen, they are never traversed. And a worker serving 64
+    connections holds the objects of dozens of requests at once, which every young collection
+    walks: one every 7,000 allocations instead of 700 walks them a tenth as often, for at most a
+    few thousand more dead objects (reference cycles only) waiting. Measured with ``gc.callbacks``
+    in a worker under load (pass-through, 64 connections): 27 µs of collection per request, 2 µs
+    after (docs/decisions.md).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])
+
+
 class DrainingWorker(GeventWorker):  # type: ignore[misc]  # gunicorn ships no type hints
     """gunicorn's gevent worker that hands over on reload and drains without waiting on idle clients."""
 
@@ -138,6 +159,7 @@ class DrainingWorker(GeventWorker):  # type: ignore[misc]  # gunicorn ships no t
         super().load_wsgi()
         loaded: WSGIApp = getattr(self, "wsgi")
         self.wsgi = self._drain_aware(loaded)
+        settle_heap()
 
     def run(self) -> None:
         """Serve: the app is loaded and the listener about to be served, so older workers may hand over."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from flask.testing import FlaskClient
 
 import worker
@@ -29,3 +32,11 @@ def test_shared_page_numbers_only_grow() -> None:
     assert (shared.spawned, shared.booted, shared.stopping) == (3, 2, False)
     shared.note_stopping()
     assert shared.stopping
+
+
+def test_settle_heap_freezes_what_start_up_built_and_collects_the_young_less_often() -> None:
+    # In a process of its own: freezing is for the rest of the process's life.
+    script = ("import gc, worker; before = gc.get_threshold(); worker.settle_heap(); "
+              "print(gc.get_freeze_count() > 10000, before[1:] == gc.get_threshold()[1:], gc.get_threshold()[0])")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["True", "True", str(worker.YOUNG_COLLECTION_THRESHOLD)]
