@@ -34,9 +34,8 @@ def test_shared_page_numbers_only_grow() -> None:
     assert shared.stopping
 
 
-def test_settle_heap_freezes_what_start_up_built_and_collects_the_young_less_often() -> None:
+def test_settle_heap_freezes_what_start_up_built() -> None:
     # In a process of its own: freezing is for the rest of the process's life.
-    script = ("import gc, worker; before = gc.get_threshold(); worker.settle_heap(); "
-              "print(gc.get_freeze_count() > 10000, before[1:] == gc.get_threshold()[1:], gc.get_threshold()[0])")
+    script = "import gc, worker; worker.settle_heap(); print(gc.get_freeze_count())"
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    assert result.stdout.split() == ["True", "True", str(worker.YOUNG_COLLECTION_THRESHOLD)]
+    assert int(result.stdout) > 10000  # gunicorn's and gevent's modules at least
