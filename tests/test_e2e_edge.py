@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -58,13 +59,28 @@ def statuses(answer: bytes) -> list[int]:
             if line.startswith(b"HTTP/1.") and len(line.split(b" ")) > 1 and line.split(b" ")[1].isdigit()]
 
 
+def problem_of(answer: bytes) -> dict[str, object]:
+    """The problem+json document of a one-response answer (its head says so)."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"\r\nContent-Type: application/problem+json\r\n" in head, head
+    document: dict[str, object] = json.loads(body)
+    return document
+
+
 def test_request_line_and_header_limits(gateway: Gateway) -> None:
     long_url = b"GET /x?" + b"a" * 8200 + b" HTTP/1.1\r\nHost: t\r\n\r\n"
-    assert statuses(exchange(gateway, long_url))[:1] == [414]
+    answer = exchange(gateway, long_url)
+    assert statuses(answer)[:1] == [414]
+    assert problem_of(answer) == {"type": "about:blank", "title": "URI Too Long", "status": 414,
+                                  "detail": "The request line is longer than the gateway accepts."}
     fat_header = b"GET /x HTTP/1.1\r\nHost: t\r\nX-Fat: " + b"a" * 16400 + b"\r\n\r\n"
-    assert statuses(exchange(gateway, fat_header))[:1] == [431]
+    answer = exchange(gateway, fat_header)
+    assert statuses(answer)[:1] == [431] and problem_of(answer)["status"] == 431
     many = b"GET /x HTTP/1.1\r\nHost: t\r\n" + b"".join(b"X-%d: 1\r\n" % n for n in range(101)) + b"\r\n"
     assert statuses(exchange(gateway, many))[:1] == [431]
+    garbage = exchange(gateway, b"GET /x HTTP/9.9\r\nHost: t\r\n\r\n")
+    assert statuses(garbage) == [400]
+    assert problem_of(garbage)["detail"] == "The request is not valid HTTP/1.1."  # not the client's bytes echoed
     fits = (b"GET /x?" + b"a" * 8000 + b" HTTP/1.1\r\nHost: t\r\nX-Jwt: " + b"a" * 16000
             + b"\r\nConnection: close\r\n\r\n")
     assert statuses(exchange(gateway, fits)) == [200]
