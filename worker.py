@@ -19,6 +19,10 @@ Draining: gunicorn stops accepting (within a second); every response still to st
 ``Connection: close``, and a connection idle (between requests) for ``IDLE_GRACE`` seconds is
 closed. gunicorn's own gevent worker leaves idle keep-alive connections open until
 ``graceful_timeout``, so one idle load balancer connection held every stop for the whole of it.
+
+Two of gunicorn's pieces are replaced by name when this module is imported: its error page
+(``write_problem``: problem+json) and its HTTP/1 response class (``OneSendResponse``: the head goes out
+in the same send as the first body bytes).
 """
 
 from __future__ import annotations
@@ -38,10 +42,12 @@ from typing import Any
 import gevent
 from gevent.monkey import get_original
 from gunicorn import util
+from gunicorn.http import wsgi
 from gunicorn.workers.ggevent import GeventWorker
 
 __all__ = [
-    "DRAINING_ENVIRON_KEY", "IDLE_GRACE", "DrainingWorker", "install_master_hooks", "settle_heap", "write_problem",
+    "DRAINING_ENVIRON_KEY", "IDLE_GRACE", "DrainingWorker", "OneSendResponse", "install_master_hooks", "settle_heap",
+    "write_problem",
 ]
 
 #: The WSGI environ key that tells the app its instance is stopping (app.health reads the same name).
@@ -87,8 +93,62 @@ def write_problem(sock: Any, status_int: int, reason: str, mesg: str) -> None:
     util.write_nonblock(sock, head + body)
 
 
+class OneSendResponse(wsgi.Response):  # type: ignore[misc]  # gunicorn ships no type hints
+    """gunicorn's HTTP/1 response, with the head sent together with the first body bytes.
+
+    gunicorn writes the head and then each body chunk, each with its own ``send``: two system calls
+    and two TCP segments for an answer of one chunk, which is what most API answers are. Here the head
+    waits, inside the same ``write``, for the bytes that follow it; the bytes on the wire are the same.
+    A head with nothing after it in that ``write`` (HEAD, 304, an empty chunk) goes out alone at once,
+    and ``close`` and ``sendfile`` send theirs as gunicorn does, so no head ever waits for the app.
+    """
+
+    headers_sent: bool  # gunicorn's, typed here for mypy
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._holding = False  # inside write(): send_headers keeps the head for _emit_body
+        self._head: bytes | None = None
+
+    def send_headers(self) -> None:
+        """Send the head, or, inside ``write``, keep it for the body bytes that follow."""
+        if self.headers_sent or not self._holding:
+            super().send_headers()
+            return
+        lines = self.default_headers()
+        lines.extend([f"{name}: {value}\r\n" for name, value in self.headers])
+        lines.append("\r\n")
+        self._head = "".join(lines).encode("latin-1")
+        self.headers_sent = True
+
+    def write(self, arg: bytes) -> None:
+        """gunicorn's write; the first one carries the head in the same send as its bytes."""
+        if self.headers_sent:
+            super().write(arg)
+            return
+        self._holding = True
+        try:
+            super().write(arg)
+        finally:
+            self._holding = False
+        head, self._head = self._head, None
+        if head is not None:  # no body bytes went out with it
+            self.sock.sendall(head)
+
+    def _emit_body(self, data: bytes) -> None:
+        head, self._head = self._head, None
+        if head is None:
+            super()._emit_body(data)
+        elif self.chunked:
+            self.sock.sendall(b"%s%X\r\n%s\r\n" % (head, len(data), data))
+        else:
+            self.sock.sendall(head + data)
+
+
 # Set here, in the module gunicorn loads as the worker class: the master imports it before it forks.
+# gunicorn builds each HTTP/1 response from ``wsgi.Response`` by name (HTTP/2 brings its own class).
 util.write_error = write_problem
+wsgi.Response = OneSendResponse
 
 
 class _Shared:
