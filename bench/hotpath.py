@@ -17,7 +17,6 @@ import argparse
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,11 +28,10 @@ from typing import Any
 import jwt
 import requests
 
-from tests.fakes import stop_by_pid
+from bench.harness.procs import Service
+from bench.harness.services import ROOT, start_gunicorn
 from tests.fakes.redisd import RedisServer
-from tests.gateway import ROOT
 
-_TICKS = os.sysconf("SC_CLK_TCK")
 _SECRET = "hotpath-bench-secret-0123456789abcdef"  # a bench's throwaway HS256 key, not a secret
 _BODY_SIZE = 28  # the fast upstream's JSON body (bench/observability_cost.py)
 
@@ -86,38 +84,6 @@ def floor_app() -> Any:
     return app
 
 
-class Server:
-    """One gunicorn master (2 gevent workers) serving ``app`` from ``root``, its output in a file."""
-
-    def __init__(self, root: Path, app: str | None, env: dict[str, str], log: Path) -> None:
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(2048)
-        self.url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-        command = [sys.executable, "-m", "gunicorn", "-c", str(root / "gunicorn.conf.py"), "--no-control-socket",
-                   "--bind", f"fd://{listener.fileno()}", *([app] if app else [])]
-        environment = {**{k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")},
-                       "GATEWAY_WORKERS": "2", "PYTHONPATH": str(root), **env}
-        with open(log, "wb") as out:
-            self.process = subprocess.Popen(command, cwd=root, env=environment, pass_fds=[listener.fileno()],
-                                            stdout=out, stderr=subprocess.STDOUT)
-        listener.close()
-
-    def cpu(self) -> float:
-        """Seconds of CPU used by the master and its workers."""
-        pid = self.process.pid
-        pids = [pid, *map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
-        total = 0
-        for one in pids:
-            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        return total / _TICKS
-
-    def stop(self) -> None:
-        """SIGTERM the master by its pid."""
-        stop_by_pid(self.process)
-
-
 def wrk(url: str, seconds: int, headers: tuple[str, ...] = ()) -> int:
     """Requests completed in one wrk run at 64 connections; fails on any error or non-2xx."""
     extra = [arg for header in headers for arg in ("-H", header)]
@@ -129,7 +95,7 @@ def wrk(url: str, seconds: int, headers: tuple[str, ...] = ()) -> int:
     return int(match.group(1))
 
 
-def _wait(url: str, headers: dict[str, str], server: Server) -> None:
+def _wait(url: str, headers: dict[str, str], server: Service) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
@@ -157,7 +123,7 @@ def main() -> None:
     backend = subprocess.Popen([sys.executable, "-m", "bench.observability_cost", "--backend"], cwd=ROOT,
                                stdout=subprocess.PIPE, text=True)
     redis = RedisServer(directory)
-    servers: list[Server] = []
+    servers: list[Service] = []
     try:
         assert backend.stdout is not None
         port = int(backend.stdout.readline())
@@ -172,13 +138,13 @@ def main() -> None:
                      "BENCH_BODY_SIZE": str(_BODY_SIZE)}
         roots = {"": ROOT, **{f"base{n} ": path.resolve() for n, path in enumerate(args.baseline, 1)}}
         # name -> (server, path, headers)
-        cases: dict[str, tuple[Server, str, tuple[str, ...]]] = {}
-        floor = Server(ROOT, "bench.hotpath:floor_app()", plain_env, directory / "floor.log")
-        bare = Server(ROOT, "bench.bare_app:app", plain_env, directory / "bare.log")
+        cases: dict[str, tuple[Service, str, tuple[str, ...]]] = {}
+        floor = start_gunicorn("floor", directory, "bench.hotpath:floor_app()", plain_env, 2)
+        bare = start_gunicorn("bare", directory, "bench.bare_app:app", plain_env, 2)
         servers += [floor, bare]
         cases["floor"] = (floor, "/items/42?q=1", ())
         for prefix, root in roots.items():
-            gateway = Server(root, None, gateway_env, directory / f"gateway{prefix.strip()}.log")
+            gateway = start_gunicorn(f"gateway{prefix.strip()}", directory, None, gateway_env, 2, root)
             servers.append(gateway)
             cases[prefix + "pass"] = (gateway, "/pass/items/42?q=1", ())
             cases[prefix + "jwt+limit"] = (gateway, "/jwt/items/42?q=1", (bearer,))
@@ -194,10 +160,10 @@ def main() -> None:
             # A rotating order: no case always follows the same neighbour.
             for name in names[round_ % len(names):] + names[:round_ % len(names)]:
                 server, path, headers = cases[name]
-                before, started = server.cpu(), time.monotonic()
+                before, started = server.cpu_seconds(), time.monotonic()
                 count = wrk(server.url + path, args.seconds, headers)
                 elapsed = time.monotonic() - started
-                cpu[name].append((server.cpu() - before) / count * 1e6)
+                cpu[name].append((server.cpu_seconds() - before) / count * 1e6)
                 rate[name].append(count / elapsed)
     finally:
         for server in servers:

@@ -138,21 +138,23 @@ def start_redis(directory: Path) -> Service:
     return service
 
 
-def start_gunicorn(name: str, directory: Path, app: str | None, env: dict[str, str], workers: int) -> Service:
-    """gunicorn with the project's gunicorn.conf.py (gevent workers) serving ``app`` (None: the gateway).
+def start_gunicorn(name: str, directory: Path, app: str | None, env: dict[str, str], workers: int,
+                   root: Path = ROOT) -> Service:
+    """gunicorn with the gunicorn.conf.py of checkout ``root`` (gevent workers) serving ``app`` (None: the gateway).
 
     Everything GATEWAY_* of the caller's environment is dropped: only ``env`` configures the server. Output
-    (the gateway's access log included) goes to a file in ``directory``, never to the terminal.
+    (the gateway's access log included) goes to a file in ``directory``, never to the terminal. Another
+    ``root`` (a worktree of an older commit, for before/after figures) serves its own code.
     """
     sock = listener()
     port = sock.getsockname()[1]
-    command = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "--no-control-socket",
+    command = [sys.executable, "-m", "gunicorn", "-c", str(root / "gunicorn.conf.py"), "--no-control-socket",
                "--bind", f"fd://{sock.fileno()}", *([app] if app else [])]
     environment = {**{key: value for key, value in os.environ.items() if not key.startswith("GATEWAY_")},
-                   "GATEWAY_WORKERS": str(workers), **env}
+                   "GATEWAY_WORKERS": str(workers), "PYTHONPATH": str(root), **env}
     log = directory / f"{name.replace(' ', '-')}.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=out, stderr=subprocess.STDOUT,
+        process = subprocess.Popen(command, cwd=root, env=environment, stdout=out, stderr=subprocess.STDOUT,
                                    pass_fds=[sock.fileno()])
     sock.close()  # the master holds its own copy
     return Service(name, process, f"http://127.0.0.1:{port}", log)
