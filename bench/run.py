@@ -54,11 +54,12 @@ with each other, not with another machine's.
   forwarding through one urllib3 pool, nothing else; a second one in front of the slow upstream, in
   that scenario: the most a Flask gateway carries there on this machine); **bare flask**
   (`bench/bare_app.py`, the same small JSON body from a Flask view).
-- **Method**: the rounds are interleaved (each round runs every contender of a scenario once) and
-  the median of the rounds is shown; errors are summed over the rounds. CPU µs per request is the
-  growth of utime + stime of the contender's processes (master and workers, from `/proc`) divided by
-  the requests wrk completed: the server's own cost, without the load generator's or the upstream's
-  (Redis's CPU is not in the gateway's either). RSS is VmRSS per worker after the scenario.
+- **Method**: the rounds are interleaved (each round runs every contender of a scenario once, in an order
+  that rotates from round to round) and the median of the rounds is shown; errors are summed over the
+  rounds. CPU µs per request is the growth of utime + stime of the contender's processes (master and
+  workers, from `/proc`) divided by the requests wrk completed: the server's own cost, without the load
+  generator's or the upstream's (Redis's CPU is not in the gateway's either). RSS is VmRSS per worker
+  after the scenario.
 - **Upstream capacity**: the gateway's defaults are `pool_size` {pool_size} idle connections per target
   per worker and `max_in_flight` {max_in_flight} calls per upstream per worker; gunicorn allows
   {worker_connections} connections per worker. At 500 connections over {workers} workers about 250

@@ -78,7 +78,7 @@ def _figures(runs: list[tuple[WrkResult, float]], rss: list[float]) -> dict[str,
 
 
 def run_scenario(scenario: Scenario, script: Path, rounds: int, seconds: int, warmup: int) -> dict[str, Any]:
-    """Every contender once per round, rounds interleaved; medians per contender.
+    """Every contender once per round, rounds interleaved in a rotating order; medians per contender.
 
     CPU per request is the delta of utime + stime over the contender's processes (master and workers)
     divided by the requests wrk completed: the server's own cost, whatever the load generator's.
@@ -90,8 +90,11 @@ def run_scenario(scenario: Scenario, script: Path, rounds: int, seconds: int, wa
         if warmup:
             run_wrk(script, contender.url, scenario.connections, warmup, contender.headers)
     runs: dict[str, list[tuple[WrkResult, float]]] = {contender.name: [] for contender in scenario.contenders}
-    for _ in range(rounds):
-        for contender in scenario.contenders:
+    contenders = scenario.contenders
+    for round_ in range(rounds):
+        # A rotating order: no contender always runs right after the same neighbour, whose wrk stop
+        # (64 connections closed, upstream connections dropped) is still being cleaned up.
+        for contender in contenders[round_ % len(contenders):] + contenders[:round_ % len(contenders)]:
             contender.service.check_alive()
             before = contender.service.cpu_seconds()
             result = run_wrk(script, contender.url, scenario.connections, seconds, contender.headers)
