@@ -107,30 +107,17 @@ class OneSendResponse(wsgi.Response):  # type: ignore[misc]  # gunicorn ships no
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self._holding = False  # inside write(): send_headers keeps the head for _emit_body
-        self._head: bytes | None = None
-
-    def send_headers(self) -> None:
-        """Send the head, or, inside ``write``, keep it for the body bytes that follow."""
-        if self.headers_sent or not self._holding:
-            super().send_headers()
-            return
-        lines = self.default_headers()
-        lines.extend([f"{name}: {value}\r\n" for name, value in self.headers])
-        lines.append("\r\n")
-        self._head = "".join(lines).encode("latin-1")
-        self.headers_sent = True
+        self._head: bytes | None = None  # built by the first write, sent by _emit_body or after it
 
     def write(self, arg: bytes) -> None:
         """gunicorn's write; the first one carries the head in the same send as its bytes."""
-        if self.headers_sent:
-            super().write(arg)
-            return
-        self._holding = True
-        try:
-            super().write(arg)
-        finally:
-            self._holding = False
+        if not self.headers_sent:
+            lines = self.default_headers()
+            lines.extend([f"{name}: {value}\r\n" for name, value in self.headers])
+            lines.append("\r\n")
+            self._head = "".join(lines).encode("latin-1")
+            self.headers_sent = True  # gunicorn's write must not send it on its own
+        super().write(arg)
         head, self._head = self._head, None
         if head is not None:  # no body bytes went out with it
             self.sock.sendall(head)
