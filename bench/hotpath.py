@@ -29,6 +29,7 @@ import jwt
 import requests
 
 from bench.harness.procs import Service
+from bench.harness.scenarios import rotated
 from bench.harness.services import ROOT, start_gunicorn
 from tests.fakes.redisd import RedisServer
 
@@ -157,8 +158,7 @@ def main() -> None:
         rate: dict[str, list[float]] = {name: [] for name in cases}
         names = list(cases)
         for round_ in range(args.rounds):
-            # A rotating order: no case always follows the same neighbour.
-            for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+            for name in rotated(names, round_):
                 server, path, headers = cases[name]
                 before, started = server.cpu_seconds(), time.monotonic()
                 count = wrk(server.url + path, args.seconds, headers)

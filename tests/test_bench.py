@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from bench.harness.load import wrk_binary
+from bench.harness.scenarios import rotated
 from bench.harness.services import nginx_binary
 from tests.gateway import ROOT
 
@@ -92,3 +93,12 @@ def test_the_report_judges_every_target_and_names_the_machine(report: tuple[dict
     for heading in ("### Pass-through", "### Cache hit", "## Targets (issue #11)", "## Machine"):
         assert heading in page
     assert "| frontdesk cache hit |" in page
+
+
+def test_each_round_runs_every_contender_once_starting_one_further() -> None:
+    contenders = ("direct", "nginx", "naive", "floor")
+    orders = [rotated(contenders, round_) for round_ in range(5)]
+    assert orders[:2] == [["direct", "nginx", "naive", "floor"], ["nginx", "naive", "floor", "direct"]]
+    assert orders[4] == orders[0]
+    assert all(sorted(order) == sorted(contenders) for order in orders)
+    assert len({order[0] for order in orders[:4]}) == 4  # no contender always first

@@ -8,12 +8,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 from bench.harness.load import WrkResult, run_wrk
 from bench.harness.procs import Service, rss_mb
 
-__all__ = ["Contender", "Scenario", "download", "fetch_once", "run_scenario"]
+__all__ = ["Contender", "Scenario", "download", "fetch_once", "rotated", "run_scenario"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,16 @@ def _figures(runs: list[tuple[WrkResult, float]], rss: list[float]) -> dict[str,
     }
 
 
+def rotated(items: Sequence[T], round_: int) -> list[T]:
+    """``items`` in the order of round ``round_``: each round starts one further along.
+
+    No contender always runs right after the same neighbour, whose wrk stop (its connections closed,
+    its upstream connections dropped) is still being cleaned up.
+    """
+    start = round_ % len(items)
+    return [*items[start:], *items[:start]]
+
+
 def run_scenario(scenario: Scenario, script: Path, rounds: int, seconds: int, warmup: int) -> dict[str, Any]:
     """Every contender once per round, rounds interleaved in a rotating order; medians per contender.
 
@@ -90,11 +103,8 @@ def run_scenario(scenario: Scenario, script: Path, rounds: int, seconds: int, wa
         if warmup:
             run_wrk(script, contender.url, scenario.connections, warmup, contender.headers)
     runs: dict[str, list[tuple[WrkResult, float]]] = {contender.name: [] for contender in scenario.contenders}
-    contenders = scenario.contenders
     for round_ in range(rounds):
-        # A rotating order: no contender always runs right after the same neighbour, whose wrk stop
-        # (64 connections closed, upstream connections dropped) is still being cleaned up.
-        for contender in contenders[round_ % len(contenders):] + contenders[:round_ % len(contenders)]:
+        for contender in rotated(scenario.contenders, round_):
             contender.service.check_alive()
             before = contender.service.cpu_seconds()
             result = run_wrk(script, contender.url, scenario.connections, seconds, contender.headers)
