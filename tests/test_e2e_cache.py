@@ -136,18 +136,29 @@ def test_vary_and_encoding_variants_are_distinct_and_byte_exact(gateway: Gateway
 
 
 def worker_sessions(gateway: Gateway) -> dict[int, requests.Session]:
-    """One keep-alive session per worker, by worker pid (a connection stays with the worker that accepted it)."""
+    """One keep-alive session per worker, by worker pid (a connection stays with the worker that accepted it).
+
+    Connections are opened eight at a time, each with a request: one after another, they can all go
+    to the worker the kernel wakes first (50 in a row did, now and then), while a worker busy with
+    requests leaves the next accept to the other.
+    """
     sessions: dict[int, requests.Session] = {}
-    for _ in range(50):
+
+    def open_one(_: int) -> tuple[int, requests.Session]:
         session = requests.Session()
-        pid = session.get(gateway.url + "/_frontdesk/cache/stats", timeout=10,
-                          headers={"Authorization": f"Bearer {PURGE_TOKEN}"}).json()["pid"]
-        if pid in sessions:
-            session.close()
-        else:
-            sessions[pid] = session
-        if len(sessions) == len(gateway.worker_pids()):
-            return sessions
+        answer = session.get(gateway.url + "/_frontdesk/cache/stats", timeout=10,
+                             headers={"Authorization": f"Bearer {PURGE_TOKEN}"})
+        return answer.json()["pid"], session
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for _ in range(25):
+            for pid, session in pool.map(open_one, range(8)):
+                if pid in sessions:
+                    session.close()
+                else:
+                    sessions[pid] = session
+            if len(sessions) == len(gateway.worker_pids()):
+                return sessions
     raise AssertionError("could not reach every worker")
 
 
