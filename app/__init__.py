@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from flask import Blueprint, Flask
 
+from app.application import Gateway
 from app.auth import auth
 from app.caching import cache
 from app.check import ERROR_PREFIX, REFUSED
@@ -53,7 +54,7 @@ def create_app(
     """
     problems = problems or Problems()
     env_name, config = load_config(env, config_file, overrides, problems=problems)
-    app = Flask(__name__, static_folder=None)
+    app = Gateway(__name__, static_folder=None)
     app.config.update(config, GATEWAY_ENV=env_name)
     app.extensions[PROBLEMS] = problems
     config = app.config  # a section found bad while checking is put back to its defaults here
