@@ -45,6 +45,7 @@ _COUNTS = "_frontdesk_ratelimit_counts"
 _ROUTE_LIMITS = "frontdesk_route_limits"  # on a view under fixed_limits: its limits, resolved once
 
 View = TypeVar("View", bound=Callable[..., Any])
+T = TypeVar("T")
 log = logging.getLogger("frontdesk.ratelimit")
 # Declared routes get fresh views per app, and Flask-Limiter keeps the plan quota by the view's
 # name: each build's name must not meet an earlier app's.
@@ -88,6 +89,7 @@ class GatewayLimiter(Limiter):
             super().init_app(app)
         except ConfigurationError as error:
             raise ConfigError("ratelimit.storage_uri", settings.storage_uri, f"a usable storage ({error})") from None
+        _skip_when_unused(app, self)
         guard = OutageGuard(settings.retry_interval)
         assert self._limiter is not None
         strategy = MeteredStrategy(self._limiter, guard=guard, timeout=settings.storage_timeout,
@@ -111,6 +113,12 @@ class GatewayLimiter(Limiter):
         except AttributeError:
             states = context._limiter_request_context = defaultdict(LimiterContext)
         return states[self]
+
+    def has_context(self) -> bool:
+        """Whether any limit looked at this request (only then does Flask-Limiter keep state for it)."""
+        context: Any = request_ctx._get_current_object()  # type: ignore[attr-defined]  # a LocalProxy
+        states = getattr(context, "_limiter_request_context", None)
+        return states is not None and self in states
 
     def _check_request_limit(self, callable_name: str | None = None, in_middleware: bool = True) -> None:
         """Flask-Limiter's check; its before-request pass is skipped while nothing could be counted there."""
@@ -290,6 +298,43 @@ def _usages(counts: RequestCounts, endpoint: str, strategy: MeteredStrategy) -> 
         usages.append(Usage(name=name, quota=item.amount, window=window, remaining=stats.remaining,
                             reset_at=stats.reset_time, breached=not counted.allowed))
     return usages
+
+
+def _skip_when_unused(app: Flask, limiter: GatewayLimiter) -> None:
+    """Flask-Limiter's after-request and teardown hooks, run only for a request a limit looked at.
+
+    Both read its per-request state, and reading makes it: on a route without limits that was 45,000
+    instructions a request, 7 % of the gateway's whole stack (callgrind; docs/performance-tuning.md).
+    Without state there is nothing to deduct and nothing to reset. The hooks are found by the
+    private names flask-limiter 4.1.1 registers (tests/test_ratelimit.py fails if they change).
+    """
+    after, teardown = app.after_request_funcs.get(None, []), app.teardown_request_funcs.get(None, [])
+    for funcs, found in ((after, _registered(after, _INJECT_HEADERS)), (teardown, _registered(teardown, _RELEASE))):
+        if found is not None:
+            index, hook = found
+            funcs[index] = _when_used(limiter, hook)
+
+
+_INJECT_HEADERS = "_Limiter__inject_headers"
+_RELEASE = "_Limiter__release_context"
+
+
+def _registered(funcs: list[Callable[..., Any]], name: str) -> tuple[int, Callable[..., Any]] | None:
+    """Where Flask-Limiter's hook of that (name-mangled) name sits in one of Flask's hook lists."""
+    method = getattr(Limiter, name, None)
+    for index, func in enumerate(funcs):
+        target = func.func if isinstance(func, functools.partial) else getattr(func, "__func__", None)
+        if method is not None and target is method:
+            return index, func
+    return None
+
+
+def _when_used(limiter: GatewayLimiter, hook: Callable[[T], T]) -> Callable[[T], T]:
+    @functools.wraps(hook)
+    def when_used(value: T) -> T:
+        return hook(value) if limiter.has_context() else value
+
+    return when_used
 
 
 def _write_headers(response: Response) -> Response:
