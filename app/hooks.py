@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Flask, request
+from flask import Flask
 
 from app.auth import take_credentials
 from app.caching import invalidate_after_write
+from app.current import current_request
 from app.edge import ROUTE_ENVIRON
 
 __all__ = ["install_hooks"]
@@ -21,5 +22,6 @@ def install_hooks(app: Flask) -> None:
 def _note_route() -> None:
     # The access log is written after Flask's request context is gone; it reads the matched
     # rule (a template, never the raw path) from the environ instead.
-    rule = request.url_rule
-    request.environ[ROUTE_ENVIRON] = rule.rule if rule is not None else None
+    served = current_request()
+    rule = served.url_rule
+    served.environ[ROUTE_ENVIRON] = rule.rule if rule is not None else None

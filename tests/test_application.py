@@ -6,9 +6,10 @@ import inspect
 from typing import Any
 
 import pytest
-from flask import Flask
+from flask import Flask, g, request
 
 from app.application import Gateway
+from app.current import current_gateway, current_globals, current_request
 from tests.conftest import AppFactory
 
 
@@ -67,3 +68,15 @@ def test_the_gateway_app_is_built_on_it(make_app: AppFactory) -> None:
     app = make_app()
     assert isinstance(app, Gateway)
     assert app.test_client().get("/livez").status_code == 200
+
+
+def test_the_current_objects_are_the_ones_behind_flasks_proxies(make_app: AppFactory) -> None:
+    app = make_app()
+    with app.test_request_context("/livez"):
+        assert current_request() is request._get_current_object()  # type: ignore[attr-defined]
+        assert current_gateway() is app
+        assert current_globals() is g._get_current_object()
+        current_globals().marker = "set"
+        assert g.marker == "set"
+    with pytest.raises(RuntimeError, match="outside of"):
+        current_request()

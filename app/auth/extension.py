@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import gevent
 import requests
 import urllib3
-from flask import Flask, current_app, request
+from flask import Flask, current_app
 
 from app.auth.apikeys import consumer_principal
 from app.auth.errors import InsufficientScope, InvalidCredentials, Rejected, challenge
@@ -18,6 +18,7 @@ from app.auth.policy import EXTENSION, SCHEMES, AuthPolicy, check_policies
 from app.auth.principal import Principal, identity_headers
 from app.auth.settings import AuthSettings, JwtSettings, read_auth
 from app.auth.tokens import JwtVerifier, bearer_token, scopes_of, static_keys
+from app.current import current_gateway, current_request
 from app.proxy import upstreams
 
 if TYPE_CHECKING:
@@ -130,7 +131,7 @@ auth = Auth()
 
 def take_credentials() -> None:
     """Before every request: no client-sent identity header survives, and the API key leaves the headers."""
-    current_app.extensions[EXTENSION].take_credentials(request.environ)
+    current_gateway().extensions[EXTENSION].take_credentials(current_request().environ)
 
 
 def _key_source(settings: JwtSettings, session: requests.Session) -> KeySource:

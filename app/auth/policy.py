@@ -10,13 +10,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from flask import Flask, current_app, g, request
+from flask import Flask
 
 from app import metrics
 from app.auth.errors import InsufficientScope, InvalidCredentials, KeysUnavailable
-from app.auth.principal import Principal
 from app.auth.settings import check_scope
 from app.config import ConfigError, problems_of
+from app.current import current_gateway, current_globals, current_request
 from app.edge import CONSUMER_ENVIRON
 
 __all__ = [
@@ -81,10 +81,11 @@ def apply_policy(policy: AuthPolicy) -> Callable[[View], View]:
     def decorate(view: View) -> View:
         @functools.wraps(view)
         def guarded(*args: Any, **kwargs: Any) -> Any:
-            rule = request.url_rule
+            served = current_request()
+            rule = served.url_rule
             route = rule.rule if rule is not None else None
             try:
-                g.principal = current_app.extensions[EXTENSION].authenticate(policy, request.environ)
+                principal = current_gateway().extensions[EXTENSION].authenticate(policy, served.environ)
             except InvalidCredentials as error:
                 metrics.record_auth(route, "invalid" if error.presented else "missing")
                 raise
@@ -95,9 +96,9 @@ def apply_policy(policy: AuthPolicy) -> Callable[[View], View]:
                 metrics.record_auth(route, "idp_unavailable")
                 raise
             metrics.record_auth(route, "ok")
-            principal: Principal = g.principal
+            current_globals().principal = principal
             # The access log names the caller (never its credential).
-            request.environ[CONSUMER_ENVIRON] = principal.consumer or principal.subject
+            served.environ[CONSUMER_ENVIRON] = principal.consumer or principal.subject
             return view(*args, **kwargs)
 
         setattr(guarded, _ATTRIBUTE, policy)

@@ -18,6 +18,7 @@ from app.caching.runtime import CacheRuntime
 from app.caching.serve import serve
 from app.caching.settings import RouteCache, read_cache, route_cache
 from app.config import ConfigError
+from app.current import current_request
 
 __all__ = ["EXTENSION", "Cache", "apply_cache", "cache", "cache_response", "cache_policy_of", "invalidate_after_write"]
 
@@ -98,12 +99,13 @@ def cache_response(*, ttl: float, vary: Iterable[str] = (), scope: str = "public
 
 def invalidate_after_write(response: Response) -> Response:
     """After a successful POST/PUT/PATCH/DELETE, drop what every worker stored for that path (RFC 9111 4.4)."""
-    if request.method in _UNSAFE and response.status_code < 400:
+    served = current_request()
+    if served.method in _UNSAFE and response.status_code < 400:
         runtime: CacheRuntime = current_app.extensions[EXTENSION]
         if runtime.in_use is None:  # once per worker: an app without cached routes writes no journal
             runtime.in_use = any(hasattr(view, _ATTRIBUTE) for view in current_app.view_functions.values())
         if runtime.in_use:
-            runtime.purge("path", request.path)
+            runtime.purge("path", served.path)
     return response
 
 

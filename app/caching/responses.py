@@ -5,11 +5,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 
-from flask import Response, has_request_context, request
+from flask import Response, has_request_context
 
 from app import metrics
 from app.caching.entry import CachedResponse
 from app.caching.policy import header_values
+from app.current import current_request
 from app.edge import CACHE_ENVIRON
 from app.errors import UpstreamUnreachable
 from app.proxy import ProxyResponse
@@ -54,7 +55,7 @@ def with_status(response: Response, member: str) -> Response:
     response.headers.add("Cache-Status", f"{CACHE_NAME}; {member}")
     _count(member)
     if has_request_context():
-        request.environ[CACHE_ENVIRON] = member  # for the access log
+        current_request().environ[CACHE_ENVIRON] = member  # for the access log
     return response
 
 
@@ -64,7 +65,7 @@ _FORWARD_REASONS = frozenset({"bypass", "miss", "uri-miss", "vary-miss"})
 
 def _count(member: str) -> None:
     """One hit, or one miss by its fwd reason (plus a store when the answer was stored)."""
-    rule = request.url_rule if has_request_context() else None
+    rule = current_request().url_rule if has_request_context() else None
     route = rule.rule if rule is not None else None
     if member.startswith("hit"):
         metrics.record_cache(route, "hit")

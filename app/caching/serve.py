@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import gevent
-from flask import Response, current_app, g, request
+from flask import Request, Response
 
 from app import metrics
 from app.auth import API_KEY_ENVIRON, Principal
@@ -18,6 +18,7 @@ from app.caching.policy import cache_control, decide, header_values, initial_age
 from app.caching.responses import content_length_headers, fresh_response, not_modified, read_body, with_status
 from app.caching.runtime import CacheRuntime, Flight
 from app.caching.settings import RouteCache
+from app.current import current_gateway, current_globals, current_request
 from app.proxy.upstream import raw_target
 
 __all__ = ["PARTIAL_ENVIRON", "PARTIAL_HEADER", "consumer_key", "mark_uncacheable", "serve"]
@@ -41,7 +42,7 @@ View = Callable[[], Any]
 
 def mark_uncacheable() -> None:
     """Keep the current request's answer out of the cache (partial answers, one-off errors)."""
-    request.environ[PARTIAL_ENVIRON] = True
+    current_request().environ[PARTIAL_ENVIRON] = True
 
 
 def _credentials(environ: dict[str, Any]) -> bool:
@@ -58,22 +59,23 @@ def consumer_key(principal: Principal | None) -> str | None:
 
 def serve(policy: RouteCache, view: View) -> Response:
     """The route's answer through the cache (GET and HEAD only; anything else goes straight to the view)."""
-    runtime: CacheRuntime = current_app.extensions["frontdesk.cache"]
-    environ = request.environ
-    if request.method not in ("GET", "HEAD"):
+    runtime: CacheRuntime = current_gateway().extensions["frontdesk.cache"]
+    served = current_request()
+    environ = served.environ
+    if served.method not in ("GET", "HEAD"):
         return _response(view())
     if "HTTP_RANGE" in environ:
         return with_status(_response(view()), "fwd=bypass; detail=range")
     credentials = _credentials(environ)
     consumer = None
     if policy.scope == "consumer":
-        consumer = consumer_key(g.get("principal"))
+        consumer = consumer_key(current_globals().get("principal"))
         if consumer is None and credentials:
             return with_status(_response(view()), "fwd=bypass; detail=no-consumer")
-    url = _url(environ, consumer)
+    url = _url(served, consumer)
     runtime.journal.poll()
 
-    head = request.method == "HEAD"
+    head = served.method == "HEAD"
     wait_left = runtime.settings.wait_timeout
     while True:
         spec = runtime.get(url)
@@ -81,7 +83,7 @@ def serve(policy: RouteCache, view: View) -> Response:
         key = variant_key(url, names, environ)
         entry = runtime.get(key)
         if isinstance(entry, CachedResponse):
-            return _hit(runtime, entry, head)
+            return _hit(runtime, entry, head, environ)
         if head or "no-store" in cache_control([("Cache-Control", environ.get("HTTP_CACHE_CONTROL", ""))]):
             return with_status(_response(view()), "fwd=miss; detail=" + ("head" if head else "request-no-store"))
         flight = runtime.flights.get(key)
@@ -97,18 +99,19 @@ def serve(policy: RouteCache, view: View) -> Response:
         # Stored (then the next lookup hits) or failed: then the first waiter to run leads the retry.
 
 
-def _url(environ: dict[str, Any], consumer: str | None) -> str:
+def _url(served: Request, consumer: str | None) -> str:
+    environ = served.environ
     raw_path, _, raw_query = raw_target(environ)
-    rule = request.url_rule
+    rule = served.url_rule
     # The target URI includes its authority (RFC 9111 4): one host's answer is never another's.
     origin = f"{environ.get('wsgi.url_scheme', 'http')}://{environ.get('HTTP_HOST', '')}"
-    return url_key(f"{request.endpoint} {rule.rule if rule else ''}", origin, raw_path, raw_query, consumer)
+    return url_key(f"{served.endpoint} {rule.rule if rule else ''}", origin, raw_path, raw_query, consumer)
 
 
 def _await(runtime: CacheRuntime, flight: Flight, wait_left: float) -> float:
     """Wait for another request's upstream call; the waiting time left, or a 504 when it ran out."""
     started = runtime.clock()
-    rule = request.url_rule
+    rule = current_request().url_rule
     metrics.record_cache(rule.rule if rule is not None else None, "stampede_wait")
     flight.waiters += 1
     try:
@@ -155,10 +158,10 @@ def _fleet_turn(runtime: CacheRuntime, key: str, lookup: Callable[[], CachedResp
             raise CacheWaitTimeout("Another request for this resource is still waiting for the upstream.")
 
 
-def _hit(runtime: CacheRuntime, entry: CachedResponse, head: bool) -> Response:
+def _hit(runtime: CacheRuntime, entry: CachedResponse, head: bool, environ: dict[str, Any]) -> Response:
     now = runtime.clock()
     ttl = int(entry.expires - now)
-    answer = not_modified(entry, request.environ.get("HTTP_IF_NONE_MATCH"), now) or fresh_response(entry, now, head)
+    answer = not_modified(entry, environ.get("HTTP_IF_NONE_MATCH"), now) or fresh_response(entry, now, head)
     return with_status(answer, f"hit; ttl={ttl}")
 
 
@@ -170,7 +173,7 @@ def _lead(runtime: CacheRuntime, policy: RouteCache, view: View, keys: tuple[str
     try:
         turn = _fleet_turn(runtime, key, lookup)
         if isinstance(turn, CachedResponse):
-            return _hit(runtime, turn, False)
+            return _hit(runtime, turn, False, current_request().environ)
         if turn == "pass":
             flight.pass_through = True
             return with_status(_response(view()), f"fwd={fwd}; detail=not-shareable")
@@ -185,7 +188,8 @@ def _lead(runtime: CacheRuntime, policy: RouteCache, view: View, keys: tuple[str
 
 def _fetch(runtime: CacheRuntime, policy: RouteCache, view: View, url: str, fwd: str, flight: Flight,
            credentials: bool, consumer_scoped: bool) -> Response:
-    environ = request.environ
+    served = current_request()
+    environ = served.environ
     # The upstream is asked for the full answer, to store; the client's condition is applied here.
     conditions = {name: environ.pop(name) for name in _CONDITIONALS if name in environ}
     requested_at = runtime.clock()
@@ -209,7 +213,7 @@ def _fetch(runtime: CacheRuntime, policy: RouteCache, view: View, url: str, fwd:
     expires = requested_at + decision.ttl
     entry = CachedResponse(
         status=status, headers=tuple(content_length_headers(stored_headers, status, body)), body=body,
-        requested_at=requested_at, expires=expires, initial_age=initial_age(headers), path=request.path,
+        requested_at=requested_at, expires=expires, initial_age=initial_age(headers), path=served.path,
         tags=tuple(_tags(headers, runtime.settings.surrogate_header)),
         etag=response.headers.get("ETag"),
     )
@@ -229,4 +233,4 @@ def _tags(headers: list[tuple[str, str]], name: str) -> list[str]:
 
 
 def _response(value: Any) -> Response:
-    return value if isinstance(value, Response) else current_app.make_response(value)
+    return value if isinstance(value, Response) else current_gateway().make_response(value)

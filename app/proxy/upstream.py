@@ -9,11 +9,12 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
-from flask import Blueprint, Flask, current_app, request
+from flask import Blueprint, Flask, current_app
 from flask.blueprints import BlueprintSetupState
 
 from app import metrics
 from app.config import ConfigError, problems_of
+from app.current import current_gateway, current_request
 from app.edge import UPSTREAM_DURATION_ENVIRON, UPSTREAM_ENVIRON
 from app.errors import UpstreamBusy
 from app.proxy.attempts import call
@@ -43,7 +44,7 @@ class _Runtime:
 
 def _runtime(app: Flask | None = None) -> _Runtime:
     """This app's runtime, its background monitor started (in the worker, at the first use)."""
-    runtime: _Runtime = (app or current_app).extensions[_EXTENSION]
+    runtime: _Runtime = (app or current_gateway()).extensions[_EXTENSION]
     runtime.monitor.ensure_started()
     return runtime
 
@@ -130,7 +131,7 @@ class Upstream:
         ``retry_any_method`` lets the upstream's retry policy retry this route's non-idempotent
         methods too: only for a route whose upstream makes them safe (an idempotency key).
         """
-        environ = request.environ
+        environ = current_request().environ
         raw_path, _, raw_query = raw_target(environ)
         check_path(raw_path)
         upstream_path = raw_path if path is None else quote(path, safe=_PATH_SAFE)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, current_app
 from flask.globals import request_ctx
 from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded, RouteLimit
 from flask_limiter._extension import LimiterContext  # the per-request state its hooks share; not re-exported
@@ -22,6 +22,7 @@ from redis.retry import Retry
 from app import metrics
 from app.auth import auth
 from app.config import ConfigError
+from app.current import current_gateway, current_globals, current_request
 from app.edge import RATE_LIMIT_ENVIRON
 from app.errors import problem_response
 from app.health import health
@@ -152,14 +153,14 @@ limiter.exempt(health)
 @limiter.request_filter
 def _never_counted() -> bool:
     # CORS preflights carry no credentials and must not eat the quota of the request they announce.
-    return request.method == "OPTIONS"
+    return current_request().method == "OPTIONS"
 
 
 def _plan_limits() -> str:
-    principal = g.get("principal")
+    principal = current_globals().get("principal")
     if principal is None:
         return ""
-    settings: RateLimitSettings = current_app.extensions[EXTENSION].settings
+    settings: RateLimitSettings = current_gateway().extensions[EXTENSION].settings
     plan = plan_of(principal, settings.plan_claim)
     if plan not in settings.plans:
         plan = settings.default_plan
@@ -227,9 +228,10 @@ def _counted(resolved: tuple[RuntimeLimit, ...], view: Callable[..., Any]) -> Ca
 
 def _count(resolved: tuple[RuntimeLimit, ...]) -> None:
     """Count each limit as Flask-Limiter's decorator does, under the same storage keys; stop at the first breach."""
-    runtime: RateLimitRuntime = current_app.extensions[EXTENSION]
+    runtime: RateLimitRuntime = current_gateway().extensions[EXTENSION]
     prefix = runtime.settings.key_prefix
-    endpoint, method = request.endpoint or "", request.method
+    served = current_request()
+    endpoint, method = served.endpoint or "", served.method
     for limit in resolved:
         identifiers: tuple[str, ...] = (limit.key_func(), limit.scope_for(endpoint, method))
         if not all(identifiers):
@@ -241,10 +243,11 @@ def _count(resolved: tuple[RuntimeLimit, ...]) -> None:
 
 
 def _request_counts() -> RequestCounts:
-    counts: RequestCounts | None = g.get(_COUNTS)
+    state = current_globals()
+    counts: RequestCounts | None = state.get(_COUNTS)
     if counts is None:
         counts = RequestCounts()
-        setattr(g, _COUNTS, counts)
+        setattr(state, _COUNTS, counts)
     return counts
 
 
@@ -338,19 +341,20 @@ def _when_used(limiter: GatewayLimiter, hook: Callable[[T], T]) -> Callable[[T],
 
 
 def _write_headers(response: Response) -> Response:
-    counts: RequestCounts | None = g.get(_COUNTS)
+    counts: RequestCounts | None = current_globals().get(_COUNTS)
     if counts is None:
         return response  # no limit applied to this request
-    rule = request.url_rule
+    served = current_request()
+    rule = served.url_rule
     decision = "storage_error" if counts.outage else "limited" if response.status_code == 429 else "allowed"
     metrics.record_rate_limit(rule.rule if rule is not None else None, decision)
-    request.environ[RATE_LIMIT_ENVIRON] = decision
+    served.environ[RATE_LIMIT_ENVIRON] = decision
     if not counts.counted:
         return response
-    runtime: RateLimitRuntime = current_app.extensions[EXTENSION]
+    runtime: RateLimitRuntime = current_gateway().extensions[EXTENSION]
     settings = runtime.settings
     now = time.time()
-    usages = _usages(counts, request.endpoint or "", runtime.strategy)
+    usages = _usages(counts, served.endpoint or "", runtime.strategy)
     if settings.headers in ("ietf", "both"):
         response.headers.extend(ietf_headers(usages, now))
     if settings.headers in ("legacy", "both"):

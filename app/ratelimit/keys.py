@@ -10,9 +10,8 @@ import hashlib
 import re
 from collections.abc import Callable
 
-from flask import g, request
-
 from app.auth import Principal
+from app.current import current_globals, current_request
 
 __all__ = ["by_client_address", "by_consumer", "by_header", "plan_of"]
 
@@ -24,12 +23,12 @@ def by_client_address() -> str:
     """The client's address: the TCP peer, or the one the trusted proxy hops report ([edge])."""
     # ProxyFix at the edge has already replaced REMOTE_ADDR with the address the trusted hops
     # vouch for; a client-sent X-Forwarded-For beyond them changes nothing here.
-    return "addr:" + (request.remote_addr or "unknown")
+    return "addr:" + (current_request().remote_addr or "unknown")
 
 
 def by_consumer() -> str:
     """The authenticated consumer (or token subject); the client address for anonymous requests."""
-    principal: Principal | None = g.get("principal")
+    principal: Principal | None = current_globals().get("principal")
     if principal is not None:
         if principal.consumer:
             return "consumer:" + _plain(principal.consumer)
@@ -43,7 +42,7 @@ def by_header(name: str) -> Callable[[], str]:
     label = name.lower()
 
     def key() -> str:
-        value = request.headers.get(name)
+        value = current_request().headers.get(name)
         return f"header:{label}:{_plain(value)}" if value else by_client_address()
 
     key.__name__ = f"by_header_{re.sub(r'[^a-z0-9]', '_', label)}"
