@@ -277,6 +277,20 @@ def test_spoofed_identity_headers_are_replaced_by_the_verified_ones(client: Flas
     assert identity == [("x-auth-scheme", "jwt"), ("x-auth-scopes", "orders:read"), ("x-auth-subject", "alice")]
 
 
+@pytest.mark.parametrize("where", ["first", "middle", "last", "only"])
+def test_take_credentials_drops_identity_names_wherever_they_sit_in_the_environ(app: Flask, where: str) -> None:
+    # The names are searched joined, as one string: the first name has no separator before it.
+    runtime = app.extensions["frontdesk.auth"]
+    others = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "HTTP_X_AUTHOR": "kept", "HTTP_HOST": "h",
+              "HTTP_X_AUTH": "kept too: the prefix is X-Auth- with its dash"}
+    spoofed = {"HTTP_X_AUTH_SUBJECT": "admin"}  # one: a second would be found after the first
+    items = list(others.items())
+    position = {"first": 0, "middle": 2, "last": len(items), "only": 0}[where]
+    environ = dict(items[:position] + list(spoofed.items()) + items[position:]) if where != "only" else dict(spoofed)
+    runtime.take_credentials(environ)
+    assert environ == ({} if where == "only" else others)
+
+
 # --- public keys from a PEM file ----------------------------------------------------------------
 
 

@@ -46,8 +46,14 @@ class AuthRuntime:
 
     def take_credentials(self, environ: WSGIEnvironment) -> None:
         """Drop client-sent identity headers, and move the API key off the headers that go upstream."""
-        for name in [name for name in environ if name.startswith(self.identity_environ)]:
-            del environ[name]
+        prefix = self.identity_environ
+        # One search of all the names joined, and the name by name scan only when it finds one:
+        # str.startswith on each of ~25 names was 25,000 instructions a request (callgrind). WSGI
+        # names are str without NUL; a false find only costs the scan, which decides.
+        names = "\0".join(environ)
+        if names.startswith(prefix) or "\0" + prefix in names:
+            for name in [name for name in environ if name.startswith(prefix)]:
+                del environ[name]
         if self.api_key_environ is not None and self.api_key_environ in environ:
             environ[API_KEY_ENVIRON] = environ.pop(self.api_key_environ)
 
