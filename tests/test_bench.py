@@ -11,13 +11,16 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bench.harness.load import wrk_binary
 from bench.harness.scenarios import rotated
-from bench.harness.services import nginx_binary
+from bench.harness.services import nginx_binary, start_python_upstream
+from bench.instructions import CASES, per_request
 from tests.gateway import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -102,3 +105,26 @@ def test_each_round_runs_every_contender_once_starting_one_further() -> None:
     assert orders[4] == orders[0]
     assert all(sorted(order) == sorted(contenders) for order in orders)
     assert len({order[0] for order in orders[:4]}) == 4  # no contender always first
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The fast Python upstream bench.instructions calls."""
+    service = start_python_upstream("upstream", tmp_path_factory.mktemp("upstream"), 0.0, 1024)
+    yield service.url
+    service.stop()
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bench_instructions_drives_each_case_to_200(case: str, upstream: str) -> None:
+    # The child refuses any answer but 200, so a case that stopped working cannot be counted quietly.
+    done = subprocess.run([sys.executable, "-m", "bench.instructions", "--child", case, "3", upstream], cwd=ROOT,
+                          env={k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_bench_instructions_counts_a_request_under_valgrind(upstream: str, tmp_path: Path) -> None:
+    _require(shutil.which("valgrind"), "valgrind")
+    count = per_request("bare", 5, upstream, tmp_path)
+    assert 50_000 < count < 5_000_000  # a bare Flask request: hundreds of thousands, never start-up's billions
