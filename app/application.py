@@ -24,8 +24,8 @@ class Gateway(Flask):
     def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
         """Flask's answer (the function, or a wrapper for ``async def``), asked once per function.
 
-        Flask asks ``inspect.iscoroutinefunction`` of every hook on every request: about 5 µs of a
-        request with the gateway's nine hooks (docs/performance-tuning.md, sixth round).
+        Flask asks ``inspect.iscoroutinefunction`` of every hook on every request: 28,000 instructions
+        of a request with the gateway's nine hooks (callgrind; docs/performance-tuning.md, sixth round).
         """
         try:
             return self._sync[func]
