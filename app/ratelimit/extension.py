@@ -105,8 +105,8 @@ class GatewayLimiter(Limiter):
         """Flask-Limiter's state for this request, where it keeps it (on the request context), found directly.
 
         Its own property goes through two LocalProxy lookups and a ``hasattr`` on a proxy: 2.3 µs, and
-        its after-request and teardown hooks ask three times a request, on every route. This asks the
-        proxy once: 0.14 µs (timeit; docs/performance-tuning.md).
+        its after-request and teardown hooks ask three times a request (on requests a limit looked at:
+        ``_skip_when_unused``). This asks the proxy once: 0.14 µs (timeit; docs/performance-tuning.md).
         """
         context: Any = request_ctx._get_current_object()  # type: ignore[attr-defined]  # a LocalProxy
         try:
