@@ -11,14 +11,20 @@ from __future__ import annotations
 from typing import cast
 
 from flask import Flask, Request, current_app, g, request
-from flask.ctx import _AppCtxGlobals
+from flask.ctx import RequestContext, _AppCtxGlobals
+from flask.globals import request_ctx
 
-__all__ = ["current_gateway", "current_globals", "current_request"]
+__all__ = ["current_gateway", "current_globals", "current_request", "current_request_context"]
 
 
 def current_request() -> Request:
     """The request being served."""
     return cast(Request, request._get_current_object())  # type: ignore[attr-defined]
+
+
+def current_request_context() -> RequestContext:
+    """Its request context (where extensions such as Flask-Limiter keep per-request state)."""
+    return cast(RequestContext, request_ctx._get_current_object())  # type: ignore[attr-defined]
 
 
 def current_gateway() -> Flask:

@@ -42,8 +42,6 @@ CASES = {
 }
 _TOTAL = re.compile(r"Collected : (\d+)")
 
-StartResponse = Callable[..., Any]
-
 
 def main() -> None:
     """Count each case's instructions per request and print them, bare Flask's as the reference."""

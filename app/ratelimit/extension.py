@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from flask import Flask, Response, current_app
-from flask.globals import request_ctx
 from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded, RouteLimit
 from flask_limiter._extension import LimiterContext  # the per-request state its hooks share; not re-exported
 from limits.errors import ConfigurationError
@@ -22,7 +21,7 @@ from redis.retry import Retry
 from app import metrics
 from app.auth import auth
 from app.config import ConfigError
-from app.current import current_gateway, current_globals, current_request
+from app.current import current_gateway, current_globals, current_request, current_request_context
 from app.edge import RATE_LIMIT_ENVIRON
 from app.errors import problem_response
 from app.health import health
@@ -44,6 +43,7 @@ EXTENSION = "frontdesk.ratelimit"
 RATE_LIMITED = "https://frontdesk.dev/problems/rate-limited"
 _COUNTS = "_frontdesk_ratelimit_counts"
 _ROUTE_LIMITS = "frontdesk_route_limits"  # on a view under fixed_limits: its limits, resolved once
+_STATES = "_limiter_request_context"  # where Flask-Limiter keeps its per-request states, on the request context
 
 View = TypeVar("View", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -108,17 +108,15 @@ class GatewayLimiter(Limiter):
         its after-request and teardown hooks ask three times a request (on requests a limit looked at:
         ``_skip_when_unused``). This asks the proxy once: 0.14 µs (timeit; docs/performance-tuning.md).
         """
-        context: Any = request_ctx._get_current_object()  # type: ignore[attr-defined]  # a LocalProxy
-        try:
-            states: dict[Limiter, LimiterContext] = context._limiter_request_context
-        except AttributeError:
-            states = context._limiter_request_context = defaultdict(LimiterContext)
+        states = _states()
+        if states is None:
+            states = defaultdict(LimiterContext)
+            setattr(current_request_context(), _STATES, states)
         return states[self]
 
     def has_context(self) -> bool:
         """Whether any limit looked at this request (only then does Flask-Limiter keep state for it)."""
-        context: Any = request_ctx._get_current_object()  # type: ignore[attr-defined]  # a LocalProxy
-        states = getattr(context, "_limiter_request_context", None)
+        states = _states()
         return states is not None and self in states
 
     def _check_request_limit(self, callable_name: str | None = None, in_middleware: bool = True) -> None:
@@ -303,6 +301,12 @@ def _usages(counts: RequestCounts, endpoint: str, strategy: MeteredStrategy) -> 
     return usages
 
 
+def _states() -> dict[Limiter, LimiterContext] | None:
+    """Flask-Limiter's per-request states, by limiter, where it keeps them; None before any was made."""
+    states: dict[Limiter, LimiterContext] | None = getattr(current_request_context(), _STATES, None)
+    return states
+
+
 def _skip_when_unused(app: Flask, limiter: GatewayLimiter) -> None:
     """Flask-Limiter's after-request and teardown hooks, run only for a request a limit looked at.
 
@@ -311,24 +315,19 @@ def _skip_when_unused(app: Flask, limiter: GatewayLimiter) -> None:
     Without state there is nothing to deduct and nothing to reset. The hooks are found by the
     private names flask-limiter 4.1.1 registers (tests/test_ratelimit.py fails if they change).
     """
-    after, teardown = app.after_request_funcs.get(None, []), app.teardown_request_funcs.get(None, [])
-    for funcs, found in ((after, _registered(after, _INJECT_HEADERS)), (teardown, _registered(teardown, _RELEASE))):
-        if found is not None:
-            index, hook = found
-            funcs[index] = _when_used(limiter, hook)
+    for funcs, name in ((app.after_request_funcs.get(None, []), "_Limiter__inject_headers"),
+                        (app.teardown_request_funcs.get(None, []), "_Limiter__release_context")):
+        index = _registered(funcs, getattr(Limiter, name, None))
+        if index is not None:
+            funcs[index] = _when_used(limiter, funcs[index])
 
 
-_INJECT_HEADERS = "_Limiter__inject_headers"
-_RELEASE = "_Limiter__release_context"
-
-
-def _registered(funcs: list[Callable[..., Any]], name: str) -> tuple[int, Callable[..., Any]] | None:
-    """Where Flask-Limiter's hook of that (name-mangled) name sits in one of Flask's hook lists."""
-    method = getattr(Limiter, name, None)
+def _registered(funcs: list[Callable[..., Any]], method: Callable[..., Any] | None) -> int | None:
+    """Where Flask-Limiter's hook calling ``method`` (a partial or a bound method) sits in one of Flask's lists."""
     for index, func in enumerate(funcs):
         target = func.func if isinstance(func, functools.partial) else getattr(func, "__func__", None)
         if method is not None and target is method:
-            return index, func
+            return index
     return None
 
 
