@@ -56,6 +56,14 @@ limit_request_line = 8190  # URL plus method: long query strings are common behi
 limit_request_fields = 100
 limit_request_field_size = 16384  # a large JWT fits
 
+# --- Whom gunicorn believes: nobody -------------------------------------------------------
+# The gateway's [edge] trusted_proxies is the one trust setting (ProxyFix, app/edge.py). gunicorn's
+# own defaults believe a loopback (or any Unix-socket) peer's X-Forwarded-Proto and SCRIPT_NAME
+# headers; a client on the same host, or a sidecar, could then change the scheme and the routing.
+forwarded_allow_ips = ""
+secure_scheme_headers: dict[str, str] = {}
+forwarder_headers = ""
+
 # gunicorn writes its own "Server: gunicorn" on every answer; the app cannot remove it. Its name
 # is read from this module constant for each response, so the gateway's pseudonym replaces it
 # (gunicorn itself, not the app: the master stays free of Flask/requests; docs/edge.md).

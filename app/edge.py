@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CACHE_ENVIRON", "CONSUMER_ENVIRON", "RATE_LIMIT_ENVIRON", "REQUEST_ID_ENVIRON", "ROUTE_ENVIRON",
-    "UPSTREAM_DURATION_ENVIRON", "UPSTREAM_ENVIRON", "EdgeSettings", "RequestLog", "accept_request_id",
-    "read_edge_settings", "wrap_wsgi",
+    "SPOOFABLE", "UPSTREAM_DURATION_ENVIRON", "UPSTREAM_ENVIRON", "EdgeSettings", "RequestLog", "accept_request_id",
+    "connection_tokens", "read_edge_settings", "scrub_client_fields", "wrap_wsgi",
 ]
 
 #: Where the request id sits in the WSGI environ for every layer below the edge.
@@ -49,6 +49,44 @@ ROUTE_ENVIRON = "frontdesk.route"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~:+/=-]{0,127}")
 
 access_log = logging.getLogger("frontdesk.access")
+
+#: Request fields the edge drops, whoever sends them (docs/edge.md). Frameworks and proxies behind
+#: gateways honour each of them without saying so in Vary: a client address, a rewritten URL or method,
+#: another host. None is in a cache key, so one caller's value would shape the answer stored for every
+#: later caller. The gateway's own view of these is X-Forwarded-For, -Proto and -Host, which it rebuilds.
+SPOOFABLE = frozenset({
+    "x-real-ip", "true-client-ip", "x-client-ip", "client-ip", "x-cluster-client-ip", "cf-connecting-ip",
+    "fastly-client-ip", "x-originating-ip", "x-remote-ip", "x-remote-addr", "x-proxyuser-ip",
+    "x-original-url", "x-original-uri", "x-rewrite-url", "x-override-url",
+    "x-http-method-override", "x-http-method", "x-method-override",
+    "x-host", "x-original-host", "x-http-host-override", "x-forwarded-server",
+})
+_SPOOFABLE_KEYS = tuple("HTTP_" + name.upper().replace("-", "_") for name in sorted(SPOOFABLE))
+# Fields the server itself reads to frame and route the request: a Connection option never removes them.
+_FRAMING = frozenset({"host", "content-length", "content-type", "transfer-encoding"})
+
+
+def connection_tokens(value: str | None) -> frozenset[str]:
+    """The field names a Connection field lists: they are hop-by-hop too."""
+    if not value:
+        return frozenset()
+    return frozenset(token.strip().lower() for token in value.split(",") if token.strip())
+
+
+def scrub_client_fields(environ: WSGIEnvironment) -> None:
+    """At the edge, before any layer adds a field: drop the spoofable fields and those the client's
+    Connection names (hop-by-hop by the client's own word, RFC 9110 7.6.1).
+
+    Done here, not when the upstream request is built: by then the gateway has added its own
+    fields (the request id, the caller's identity), and a client's ``Connection: X-Request-ID``
+    would remove them.
+    """
+    for key in _SPOOFABLE_KEYS:
+        environ.pop(key, None)
+    connection = environ.get("HTTP_CONNECTION")
+    if connection:
+        for token in connection_tokens(connection) - _FRAMING:
+            environ.pop("HTTP_" + token.upper().replace("-", "_"), None)
 
 
 @dataclass(frozen=True)
@@ -97,6 +135,7 @@ class RequestLog:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """Serve one request under its id."""
         started = time.perf_counter()
+        scrub_client_fields(environ)  # first: every layer below sees only fields the client may set
         request_id = accept_request_id(environ.get("HTTP_X_REQUEST_ID"))
         environ[REQUEST_ID_ENVIRON] = environ["HTTP_X_REQUEST_ID"] = request_id
         token = current_request_id.set(request_id)

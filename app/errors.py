@@ -11,6 +11,7 @@ from flask import Flask, Response
 from werkzeug.exceptions import (
     BadGateway,
     BadRequest,
+    RequestTimeout,
     GatewayTimeout,
     HTTPException,
     InternalServerError,
@@ -21,8 +22,11 @@ from app.logs import current_request_id
 
 __all__ = [
     "PROBLEM_JSON",
+    "ClientBodyError",
     "GatewayError",
     "PathRefused",
+    "RequestBodyInvalid",
+    "RequestBodyTimeout",
     "UpstreamBusy",
     "UpstreamDown",
     "UpstreamTimeout",
@@ -57,6 +61,22 @@ class PathRefused(GatewayError, BadRequest):
     """The path would climb out of the route's upstream path, or is encoded to hide that."""
 
     problem = _PROBLEM_BASE + "path-refused"
+
+
+class ClientBodyError(GatewayError):
+    """Reading the client's body failed: the client's fault, never counted against the upstream."""
+
+
+class RequestBodyInvalid(ClientBodyError, BadRequest):
+    """The client's body could not be read: its chunked framing is broken, or it ended early."""
+
+    problem = _PROBLEM_BASE + "request-body-invalid"
+
+
+class RequestBodyTimeout(ClientBodyError, RequestTimeout):
+    """The client sent its body too slowly: the request's deadline passed while waiting for it."""
+
+    problem = _PROBLEM_BASE + "request-body-timeout"
 
 
 class UpstreamUnreachable(GatewayError, BadGateway):

@@ -35,8 +35,9 @@ BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 UNMATCHED = "unmatched"
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-#: ok (a status below 500), 5xx, timeout, connect_error (refused, unreachable), error (reset, bad HTTP).
-UPSTREAM_OUTCOMES = frozenset({"ok", "5xx", "timeout", "connect_error", "error"})
+#: ok (a status below 500), 5xx, timeout, connect_error (refused, unreachable), error (reset, bad HTTP),
+#: client_error (the client's body broke off, was malformed or too slow: not the upstream's doing).
+UPSTREAM_OUTCOMES = frozenset({"ok", "5xx", "timeout", "connect_error", "error", "client_error"})
 AUTH_OUTCOMES = frozenset({"ok", "missing", "invalid", "forbidden", "idp_unavailable"})
 RATE_LIMIT_DECISIONS = frozenset({"allowed", "limited", "storage_error"})
 CACHE_EVENTS = frozenset({"hit", "miss", "store", "eviction", "stampede_wait"})

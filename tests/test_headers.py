@@ -10,7 +10,7 @@ from urllib3.util import SKIP_HEADER
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.test import EnvironBuilder
 
-from app.edge import accept_request_id
+from app.edge import SPOOFABLE, accept_request_id, scrub_client_fields
 from app.proxy.headers import VIA, request_headers, response_headers
 
 TARGET = "10.1.2.3:8080"
@@ -80,10 +80,35 @@ def test_all_hop_by_hop_headers_together_are_removed() -> None:
     "keep-alive,X-Secret,X-Other,Upgrade",
 ])
 def test_headers_named_in_connection_are_removed(connection: str) -> None:
-    sent = request_headers(environ(HTTP_CONNECTION=connection, HTTP_X_SECRET="s", HTTP_X_OTHER="o",
+    sent = request_headers(at_edge(HTTP_CONNECTION=connection, HTTP_X_SECRET="s", HTTP_X_OTHER="o",
                                    HTTP_X_KEPT="yes"), TARGET)
     assert not lower_names(sent) & {"connection", "x-secret", "x-other"}
     assert sent["X-Kept"] == "yes"
+
+
+def at_edge(**headers: str) -> dict[str, Any]:
+    """A request's environ as the edge leaves it (the client's Connection options and spoofable fields gone)."""
+    env = environ(**headers)
+    scrub_client_fields(env)
+    return env
+
+
+def test_connection_never_removes_what_the_gateway_adds() -> None:
+    """The client's Connection options are applied to what it sent, before the gateway adds its own fields."""
+    env = at_edge(HTTP_CONNECTION="X-Request-ID, X-Auth-Consumer, Host, Content-Length", HTTP_X_REQUEST_ID="mine",
+                  HTTP_X_AUTH_CONSUMER="forged", HTTP_HOST="client.example", CONTENT_LENGTH="3")
+    assert "HTTP_X_REQUEST_ID" not in env and "HTTP_X_AUTH_CONSUMER" not in env
+    assert env["HTTP_HOST"] == "client.example" and env["CONTENT_LENGTH"] == "3"  # framing and routing stay
+    env["HTTP_X_REQUEST_ID"] = "gateway-id"  # as the edge and the auth layer then set them
+    env["HTTP_X_AUTH_CONSUMER"] = "verified"
+    sent = request_headers(env, TARGET)
+    assert sent["X-Request-Id"] == "gateway-id" and sent["X-Auth-Consumer"] == "verified"
+
+
+@pytest.mark.parametrize("name", sorted(SPOOFABLE))
+def test_spoofable_fields_never_pass_the_edge(name: str) -> None:
+    sent = request_headers(at_edge(**{"HTTP_" + name.upper().replace("-", "_"): "/evil"}), TARGET)
+    assert name not in lower_names(sent)
 
 
 def test_connection_naming_a_header_that_is_absent_changes_nothing_else() -> None:

@@ -97,9 +97,7 @@ class _Attempts:
             if endpoint is None or ticket is None:
                 raise UpstreamDown("No target of the upstream can take calls now.", self.state.retry_after())
             tried.append(endpoint)
-            if on_attempt is not None:
-                on_attempt(endpoint)
-            answer = self._send(endpoint, ticket, len(tried))
+            answer = self._send(endpoint, ticket, len(tried), on_attempt)
             if answer is None:
                 continue  # failed, and worth another try
             delay = self._retry_delay(len(tried)) if self._retry_status(answer.status) else None
@@ -109,13 +107,22 @@ class _Attempts:
             _discard(answer)
             gevent.sleep(delay)
 
-    def _send(self, endpoint: Endpoint, ticket: int, attempt: int) -> BaseHTTPResponse | None:
-        """One attempt: the answer, or None after a failure that is retried (the pause taken)."""
+    def _send(self, endpoint: Endpoint, ticket: int, attempt: int,
+              on_attempt: Callable[[Endpoint], None] | None) -> BaseHTTPResponse | None:
+        """One attempt: the answer, or None after a failure that is retried (the pause taken).
+
+        Only the upstream's own faults count against it (docs/decisions.md, the fault rule): a
+        connect failure, a timeout, a broken answer, a failing status. The client's (its body
+        broke off, was malformed or too slow) and unknown endings (the client went away, the
+        worker is stopping) give the breaker's ticket back without a verdict.
+        """
         body = self.request.body
         if isinstance(body, io.BytesIO):
             body.seek(0)
         endpoint.in_flight += 1
         try:
+            if on_attempt is not None:
+                on_attempt(endpoint)
             answer = send(self.state, endpoint.pool, self.request, self.deadline, endpoint.label)
         except (UpstreamUnreachable, UpstreamTimeout) as error:
             endpoint.in_flight -= 1
@@ -127,10 +134,10 @@ class _Attempts:
             gevent.sleep(delay)
             return None
         except BaseException:
-            # The client went away or the worker is stopping: the call's outcome is unknown,
-            # but a half-open breaker's probe must not stay taken for ever.
+            # The client's fault, or no outcome at all: a half-open breaker's probe must still
+            # not stay taken for ever.
             endpoint.in_flight -= 1
-            endpoint.record_call(ticket, False)
+            endpoint.release(ticket)
             raise
         endpoint.record_call(ticket, answer.status not in FAILING_STATUSES)
         return answer

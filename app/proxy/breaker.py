@@ -87,6 +87,11 @@ class CircuitBreaker:
             if calls >= self.policy.min_requests and failures >= self.policy.failure_ratio * calls:
                 self._open()
 
+    def release(self, ticket: int) -> None:
+        """A call ``allow`` gave ``ticket`` to ended with no verdict: a half-open probe may go out again."""
+        if ticket == self.generation and self.state == HALF_OPEN:
+            self.probing = False
+
     def retry_after(self) -> float:
         """Seconds until an open breaker lets a probe through."""
         if self.state != OPEN:

@@ -20,7 +20,7 @@ from app.proxy.balance import Balancer, build_balancer
 from app.proxy.discovery import MAX_ADDRESSES, is_address
 from app.proxy.endpoints import Endpoint
 from app.proxy.settings import Target, UpstreamSettings
-from app.proxy.wire import PlainHeads
+from app.proxy.wire import UpstreamResponse
 
 __all__ = ["UpstreamState", "build_session", "build_states", "endpoint_pool"]
 
@@ -80,12 +80,13 @@ class _ReuseCheck:
         return self.sock is not None and _still_open(self.sock)
 
 
-class _Connection(_ReuseCheck, PlainHeads, HTTPConnection):
-    pass
+class _Connection(_ReuseCheck, HTTPConnection):
+    # Answers are read by h11 (app/proxy/wire.py), through http.client's seam for the response class.
+    response_class = UpstreamResponse
 
 
-class _TlsConnection(_ReuseCheck, PlainHeads, HTTPSConnection):
-    pass
+class _TlsConnection(_ReuseCheck, HTTPSConnection):
+    response_class = UpstreamResponse
 
 
 class _Pool(HTTPConnectionPool):
@@ -97,7 +98,7 @@ class _TlsPool(HTTPSConnectionPool):
 
 
 class _UpstreamAdapter(HTTPAdapter):
-    """An adapter whose pools write bodies in large blocks, check reused connections and handle heads cheaply."""
+    """An adapter whose pools write bodies in large blocks, check reused connections and read answers strictly."""
 
     def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
         """Build the pool manager as requests does, with our block size and connection classes."""

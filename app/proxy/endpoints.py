@@ -102,6 +102,12 @@ class Endpoint:
             self._failures_in_row = 0
         self.publish()
 
+    def release(self, ticket: int) -> None:
+        """Give back a call's ticket with no verdict on the target (the client failed, or nobody knows)."""
+        if self.breaker is not None:
+            self.breaker.release(ticket)
+        self.publish()
+
     def record_check(self, passed: bool) -> None:
         """The outcome of an active health check."""
         policy = self._health

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 from urllib3.util import SKIP_HEADER
 
+from app.edge import connection_tokens
+
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
@@ -30,13 +32,6 @@ _FORWARDED_PREFIX = "x-forwarded-"
 _UNPREFIXED = {"CONTENT_TYPE": "Content-Type", "CONTENT_LENGTH": "Content-Length"}
 
 
-def _connection_tokens(value: str | None) -> frozenset[str]:
-    """The header names a Connection field lists: they are hop-by-hop too."""
-    if not value:
-        return frozenset()
-    return frozenset(token.strip().lower() for token in value.split(",") if token.strip())
-
-
 # Environ key -> (header name, its lower case), so each name is spelled out once per worker rather
 # than once per request. Bounded: clients choose header names, and must not grow it without end.
 _NAMES: dict[str, tuple[str, str]] = {}
@@ -55,9 +50,11 @@ def _header_name(key: str) -> tuple[str, str]:
 
 
 def request_headers(environ: WSGIEnvironment, host: str) -> dict[str, str]:
-    """The headers to send upstream for this request, ``host`` being the Host to send."""
-    connection = environ.get("HTTP_CONNECTION")
-    dropped = _DROPPED | _connection_tokens(connection) if connection else _DROPPED
+    """The headers to send upstream for this request, ``host`` being the Host to send.
+
+    The client's Connection options were removed at the edge (``app.edge.scrub_client_fields``).
+    """
+    dropped = _DROPPED
     headers = {"Host": host}
     for key, value in environ.items():
         if key.startswith("HTTP_"):
@@ -92,7 +89,7 @@ def request_headers(environ: WSGIEnvironment, host: str) -> dict[str, str]:
 
 def response_headers(fields: Iterable[tuple[str, str]], connection: str | None) -> list[tuple[str, str]]:
     """The upstream's response headers minus hop-by-hop ones, duplicates (Set-Cookie) kept."""
-    dropped = _HOP_BY_HOP | _connection_tokens(connection)
+    dropped = _HOP_BY_HOP | connection_tokens(connection)
     headers = [(name, value) for name, value in fields if name.lower() not in dropped]
     headers.append(("Via", VIA))
     return headers

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from werkzeug.exceptions import ClientDisconnected
 
 from app.proxy.policy import RetryPolicy
+from app.proxy.transport import ClientBody
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
@@ -45,7 +46,7 @@ def read_replayable_body(environ: WSGIEnvironment, limit: int) -> bytes | None |
         return None
     if length > limit:
         return NOT_REPLAYABLE
-    data: bytes = environ["wsgi.input"].read(length)
+    data: bytes = ClientBody(environ["wsgi.input"]).read(length)
     if len(data) != length:
         raise ClientDisconnected("The client sent less than its Content-Length.")
     return data

@@ -8,26 +8,36 @@ framing chosen here) and saves requests' model layer on every call (docs/decisio
 from __future__ import annotations
 
 import logging
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
 
 import gevent
 from flask import Response
-from werkzeug.wsgi import LimitedStream
+from gunicorn.http.errors import ParseException
 from urllib3 import BaseHTTPResponse, HTTPConnectionPool, Retry
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, TimeoutError
+from werkzeug.exceptions import ClientDisconnected
+from werkzeug.wsgi import LimitedStream
 
 from app import metrics
-from app.errors import UpstreamTimeout, UpstreamUnreachable
+from app.errors import (
+    ClientBodyError,
+    RequestBodyInvalid,
+    RequestBodyTimeout,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+    problem_response,
+)
 from app.proxy.client import UpstreamState
 from app.proxy.headers import request_headers, response_headers
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import WSGIEnvironment
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
-__all__ = ["ProxyResponse", "UpstreamRequest", "build_request", "build_response", "send"]
+__all__ = ["ClientBody", "ProxyResponse", "UpstreamRequest", "build_request", "build_response", "send"]
 
 log = logging.getLogger("frontdesk.proxy")
 
@@ -49,6 +59,31 @@ class UpstreamRequest:
     chunked: bool
 
 
+class ClientBody:
+    """The client's body as the upstream call reads it: failing to read it is the client's fault.
+
+    The fault rule (docs/decisions.md): what breaks while reading from the client (a malformed
+    chunk, a body cut off, a client too slow for the deadline) is answered 400 or 408 and never
+    counted against the upstream; what breaks on the upstream's side is the upstream's.
+    """
+
+    __slots__ = ("stream",)
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+
+    def read(self, size: int = -1) -> bytes:
+        """Read from the client, its failures turned into the client's errors."""
+        try:
+            return self.stream.read(size)
+        except gevent.Timeout:
+            # The deadline passed while waiting for the client's bytes, not the upstream's.
+            raise RequestBodyTimeout("The request body arrived too slowly.") from None
+        except (OSError, ParseException, ClientDisconnected):
+            # gunicorn's chunk parser and its NoMoreData, Werkzeug's short Content-Length, a reset.
+            raise RequestBodyInvalid("The request body is malformed or ended early.") from None
+
+
 def build_request(environ: WSGIEnvironment, host: str, url: str) -> UpstreamRequest:
     """The upstream request for this client request, with exactly one body framing."""
     headers = request_headers(environ, host)
@@ -60,12 +95,12 @@ def build_request(environ: WSGIEnvironment, host: str, url: str) -> UpstreamRequ
     length = int(environ.get("CONTENT_LENGTH") or 0)
     body: IO[bytes] | None = None
     if chunked:
-        body = environ["wsgi.input"]
+        body = ClientBody(environ["wsgi.input"])  # type: ignore[assignment]
     elif length > 0:
         # gunicorn ends a body cut short by the client quietly; LimitedStream raises
         # ClientDisconnected instead, so the upstream call is abandoned (its connection closed,
         # never left waiting for bytes that will not come) rather than sent as if complete.
-        body = LimitedStream(environ["wsgi.input"], length)  # type: ignore[assignment]
+        body = ClientBody(LimitedStream(environ["wsgi.input"], length))  # type: ignore[assignment,arg-type]
     return UpstreamRequest(environ["REQUEST_METHOD"], url, headers, body, chunked)
 
 
@@ -94,6 +129,9 @@ def send(state: UpstreamState, pool: HTTPConnectionPool, request: UpstreamReques
         )
         outcome = "5xx" if answer.status >= 500 else "ok"
         return answer
+    except ClientBodyError:
+        outcome = "client_error"
+        raise
     except gevent.Timeout as expired:
         if expired is not deadline:
             raise
@@ -130,6 +168,22 @@ class ProxyResponse(Response):
         """The headers as built, untouched."""
         return self.headers
 
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        """Start the answer; if the server refuses its head, release the upstream call and answer 502."""
+        try:
+            return super().__call__(environ, start_response)
+        except BaseException as error:
+            self.close()  # the call's slots and connection are released on this path too
+            if not isinstance(error, Exception):
+                raise
+            # The last resort for this head, as the 500 handler is for the app: the upstream's
+            # fields were checked by h11, so this is a field the server takes stricter still.
+            log.warning("upstream answer refused by the server", extra={"fields": {"cause": type(error).__name__}})
+            problem = problem_response(502, "Bad Gateway", "The upstream's answer could not be passed on.",
+                                       UpstreamUnreachable.problem)
+            return problem(environ, lambda status, headers, exc_info=None: start_response(
+                status, headers, sys.exc_info()))
+
 
 def build_response(upstream: BaseHTTPResponse, method: str, state: UpstreamState,
                    release: Callable[[], None] | None = None) -> ProxyResponse:
@@ -137,12 +191,19 @@ def build_response(upstream: BaseHTTPResponse, method: str, state: UpstreamState
 
     ``release`` runs once when the body is closed (the endpoint's own in-flight count).
     """
-    headers = response_headers(upstream.headers.items(), upstream.headers.get("Connection"))
-    body = _UpstreamBody(upstream, state, release)
-    if method == "HEAD" or upstream.status in _NO_BODY_STATUSES or upstream.status < 200:
-        upstream.read()  # nothing to stream: completing the (empty) read frees the connection now
+    body = _UpstreamBody(upstream, state, release)  # from here on, closing the body releases the call
+    try:
+        headers = response_headers(upstream.headers.items(), upstream.headers.get("Connection"))
+        if method == "HEAD" or upstream.status in _NO_BODY_STATUSES:
+            upstream.read()  # nothing to stream: completing the (empty) read frees the connection now
+            body.close()
+        return ProxyResponse(body, status=upstream.status, headers=headers)
+    except (HTTPError, OSError):
         body.close()
-    return ProxyResponse(body, status=upstream.status, headers=headers)
+        raise UpstreamUnreachable("The upstream answered with invalid HTTP.") from None
+    except BaseException:
+        body.close()
+        raise
 
 
 class _UpstreamBody:

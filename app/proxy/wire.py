@@ -1,127 +1,252 @@
-"""Heads on the wire to upstreams: the bytes and the parsed headers http.client gives, with less work.
+"""Upstream answers read by h11: every byte an upstream sends goes through a strict HTTP/1.1 parser.
 
-Two costs every forwarded call paid in the standard library (Python 3.11), for a head of a few lines:
-- ``http.client.parse_headers`` hands the response head to the ``email`` package's feed parser, built
-  for MIME messages: 15 to 26 µs for a head of two fields on the benchmark's machines (timeit;
-  docs/performance-tuning.md).
-- ``putheader`` through urllib3 and http.client: 3 to 4.5 µs a header, and a forwarded call sends ten.
+http.client reads answers leniently: it hands a 103 over as the final answer, lets the ``email``
+package split a field at a bare CR, and leaves chunk sizes to urllib3's ``int(line, 16)``. In a
+gateway each of those lets one client's bytes reach another (docs/decisions.md, "Strict upstream
+framing"). So the answer's status line, head and body framing are read by h11, a strict and
+well-kept parser, while the connection, the pool and urllib3's response stay the library's: this
+class is what ``http.client.HTTPConnection.response_class`` builds (urllib3's ``getresponse``
+documents that seam).
 
-Each fast path here takes only the plain case (a token name, a value without CR or LF, no folded
-lines, nothing the feed parser treats specially) and builds exactly what the standard library would;
-anything else goes the standard library's own way. tests/test_wire.py compares the two, line for line.
+On top of what h11 refuses, three refusals it leaves to its caller (each a 502, the connection
+closed): an HTTP version other than 1.0 and 1.1, ``Content-Length`` beside ``Transfer-Encoding``
+(nginx refuses it too), and a ``Content-Length`` given twice or as a list (h11 merges equal ones).
 """
 
 from __future__ import annotations
 
-import email.parser
 import http.client
+import io
 import re
+import socket
 from typing import Any
 
-from urllib3.connection import HTTPConnection
-from urllib3.util import SKIP_HEADER
+import h11
 
-__all__ = ["PlainHeads", "UpstreamResponse", "parse_head"]
+__all__ = ["UpstreamProtocolError", "UpstreamResponse"]
 
-# A field line the feed parser reads as "name: value" and nothing else: a name of the characters
-# its headerRE allows (printable ASCII but the colon; no space, so never a "From " envelope line),
-# a value without CR or LF (each of which would crack the line in two), one line ending.
-_PLAIN_LINE = re.compile(r"([\x21-\x39\x3b-\x7e]+):[ \t]*([^\r\n]*)\r?\n")
-# Content types after which the feed parser goes on to parse a body (message/*, multipart/*).
-_BODY_TYPES = re.compile(r"message|multipart", re.IGNORECASE)
-# RFC 9110's token: the names the gateway and urllib3 send.
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-
-
-def parse_head(fp: Any) -> http.client.HTTPMessage:
-    """``http.client.parse_headers(fp)``: the same HTTPMessage, without the email parser when the head is plain."""
-    lines: list[bytes] = http.client._read_headers(fp)  # type: ignore[attr-defined]  # its limits on lines
-    message = _plain_head(lines)
-    if message is None:
-        message = email.parser.Parser(_class=http.client.HTTPMessage).parsestr(b"".join(lines).decode("iso-8859-1"))
-    return message
+#: The most a head (status line and fields) may take; a larger one is refused.
+HEAD_LIMIT = 64 * 1024
+# Bytes asked of the socket per read: the body arrives in blocks of up to this size.
+_READ_SIZE = 64 * 1024
+# Interim (1xx) answers read past before the final one; more is an upstream looping.
+_MAX_INTERIM = 16
+# What h11 is told was asked: only the method shapes how it frames the answer (HEAD has no body).
+_PROBE_HEADERS = [("Host", "upstream")]
+# A Content-Length field line of the final head, read after h11 accepted the head (so lines are whole).
+_LENGTH_LINE = re.compile(rb"^content-length[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
 
 
-def _plain_head(lines: list[bytes]) -> http.client.HTTPMessage | None:
-    """The message the feed parser would build from these field lines, or None when they are not all plain."""
-    if lines[-1] not in (b"\r\n", b"\n"):
-        return None  # the head ended at EOF, before its blank line
-    message = http.client.HTTPMessage()
-    for line in lines[:-1]:
-        match = _PLAIN_LINE.fullmatch(line.decode("iso-8859-1"))
-        if match is None:
-            return None
-        name, value = match.groups()
-        if name.lower() == "content-type" and _BODY_TYPES.search(value):
-            return None
-        message[name] = value
-    message.set_payload("")  # what the feed parser leaves after the blank line: an empty body
-    return message
+class UpstreamProtocolError(http.client.HTTPException):
+    """The upstream's answer broke HTTP/1.1: the call fails (502) and its connection is closed."""
 
 
 class UpstreamResponse(http.client.HTTPResponse):
-    """http.client's response with ``parse_head`` for its head; ``begin`` is 3.11's, that call aside."""
+    """http.client's response interface, its bytes read by h11.
 
-    def begin(self) -> None:
-        """Read the status line and the head (http.client.HTTPResponse.begin, Python 3.11)."""
-        if self.headers is not None:
-            return
-        while True:
-            version, status, reason = self._read_status()
-            if status != http.client.CONTINUE:
-                break
-            http.client._read_headers(self.fp)  # a 100's head: skipped
-        self.code = self.status = status
-        self.reason = reason.strip()
-        if version in ("HTTP/1.0", "HTTP/0.9"):
-            self.version = 10
-        elif version.startswith("HTTP/1."):
-            self.version = 11
-        else:
-            raise http.client.UnknownProtocol(version)
-        self.headers = self.msg = parse_head(self.fp)
-        transfer_encoding = self.headers.get("transfer-encoding")
-        self.chunked = bool(transfer_encoding and transfer_encoding.lower() == "chunked")
-        if self.chunked:
-            self.chunk_left = None
-        self.will_close = self._check_close()
-        self.length = None
-        length = self.headers.get("content-length")
-        if length and not self.chunked:
-            try:
-                self.length = int(length)
-            except ValueError:
-                self.length = None
-            else:
-                if self.length < 0:
-                    self.length = None
-        if (status in (http.client.NO_CONTENT, http.client.NOT_MODIFIED) or 100 <= status < 200
-                or self._method == "HEAD"):
-            self.length = 0
-        if not self.will_close and not self.chunked and self.length is None:
-            self.will_close = True
-
-
-class PlainHeads(HTTPConnection):
-    """urllib3's connection, plain field lines written by ``putheader`` itself and read by ``parse_head``.
-
-    A base for the pools' HTTP and HTTPS connection classes alike (app/proxy/client.py).
+    Not http.client's ``__init__``: this object keeps no buffered file over the socket (h11 keeps
+    the bytes it was given) and has no ``fp``, so urllib3 reads the body through ``read``, already
+    unframed, instead of parsing chunks itself.
     """
 
-    response_class = UpstreamResponse
+    def __init__(self, sock: socket.socket, debuglevel: int = 0, method: str | None = None,
+                 url: str | None = None) -> None:
+        # An unbuffered file over the socket: it keeps the socket open after http.client drops its own
+        # reference to a connection that will close, as http.client's buffered one does.
+        self._wire: Any = sock.makefile("rb", buffering=0)
+        self._sock = sock
+        self._method = method or "GET"
+        self._parser = h11.Connection(h11.CLIENT, max_incomplete_event_size=HEAD_LIMIT)
+        self._parser.send(h11.Request(method=self._method, target="/", headers=_PROBE_HEADERS))
+        self._parser.send(h11.EndOfMessage())
+        self._pending = bytearray()
+        self._ended = False
+        self._received = bytearray()  # every byte until the final head, for the Content-Length check
+        self.debuglevel = debuglevel
+        self.headers = self.msg = None  # type: ignore[assignment]  # set by begin
+        self.version = 11
+        self.status = self.code = 0
+        self.reason = ""
+        self.chunked = False
+        self.length = None
+        self.will_close = True
 
-    def putheader(self, header: str, *values: str) -> None:  # type: ignore[override]  # as urllib3's
-        """Buffer one field line, as http.client would; anything but one plain str value goes its way."""
-        if len(values) == 1:
-            value = values[0]
-            if (type(header) is str and type(value) is str and value != SKIP_HEADER
-                    and self._HTTPConnection__state == http.client._CS_REQ_STARTED  # type: ignore[attr-defined]
-                    and _TOKEN.fullmatch(header) and "\r" not in value and "\n" not in value):
+    def begin(self) -> None:
+        """Read past interim answers to the final one's head; refuse anything h11 (or we) would not take."""
+        if self.headers is not None:
+            return
+        try:
+            self._begin()
+        except BaseException:
+            self._close_wire()  # let the socket go now, not at garbage collection
+            raise
+
+    def _begin(self) -> None:
+        head_start = 0
+        for _ in range(_MAX_INTERIM + 1):
+            event = self._next_event(keep=True)
+            if type(event) is not h11.InformationalResponse:
+                break
+            head_start = len(self._received) - len(self._parser.trailing_data[0])
+        else:
+            raise UpstreamProtocolError(f"more than {_MAX_INTERIM} interim answers")
+        if type(event) is h11.ConnectionClosed:
+            raise http.client.RemoteDisconnected("Remote end closed connection without response")
+        if type(event) is not h11.Response:
+            raise UpstreamProtocolError(f"unexpected {type(event).__name__} before the answer")
+        head_end = len(self._received) - len(self._parser.trailing_data[0])
+        if head_end - head_start > HEAD_LIMIT:
+            # h11 bounds only a head still arriving; one that came whole in a large read is checked here.
+            raise UpstreamProtocolError(f"a head over {HEAD_LIMIT} bytes")
+        self._read_head(event, bytes(self._received[head_start:head_end]))
+        self._received = bytearray()
+
+    def _read_head(self, event: h11.Response, head: bytes) -> None:
+        if event.http_version not in (b"1.0", b"1.1"):
+            raise UpstreamProtocolError("an HTTP version other than 1.0 or 1.1")
+        lengths = _LENGTH_LINE.findall(head)
+        if len(lengths) > 1 or (lengths and not lengths[0].isdigit()):
+            raise UpstreamProtocolError("Content-Length given twice or as a list")
+        message = http.client.HTTPMessage()
+        close = event.http_version == b"1.0"
+        for raw_name, raw_value in event.headers.raw_items():
+            name = raw_name.decode("ascii")  # a token: h11 checked
+            lower = name.lower()
+            if lower == "transfer-encoding":
+                # h11 takes only "chunked", and has undone it: the field no longer describes read()'s bytes.
+                self.chunked = True
+                continue
+            value = raw_value.decode("latin-1")
+            if lower == "content-length":
+                value = str(int(value))  # "005" is sent on as "5"
+            elif lower == "connection" and "close" in (token.strip().lower() for token in value.split(",")):
+                close = True
+            message[name] = value
+        if self.chunked and lengths:
+            raise UpstreamProtocolError("both Transfer-Encoding and Content-Length")
+        self.headers = self.msg = message
+        self.status = self.code = event.status_code
+        self.reason = event.reason.decode("latin-1")
+        self.version = 10 if event.http_version == b"1.0" else 11
+        self.length = int(lengths[0]) if lengths and not self.chunked else None
+        has_body = not (self._method == "HEAD" or event.status_code in (204, 304))
+        # Read to the connection's end: nothing can follow it on this connection.
+        delimited = has_body and not self.chunked and self.length is None
+        self.will_close = close or delimited
+        if self._parser.their_state is h11.DONE or self._parser.their_state is h11.MUST_CLOSE:
+            self._end()  # no body: the answer is complete
+
+    def _next_event(self, keep: bool = False) -> Any:
+        """h11's next event, reading from the socket as it needs; its refusals as UpstreamProtocolError."""
+        try:
+            while True:
                 try:
-                    line = f"{header}: {value}".encode("latin-1")
-                except UnicodeEncodeError:
-                    pass
-                else:
-                    self._output(line)  # type: ignore[attr-defined]
-                    return
-        super().putheader(header, *values)
+                    event = self._parser.next_event()
+                except h11.RemoteProtocolError as error:
+                    raise UpstreamProtocolError(str(error)) from None
+                if event is not h11.NEED_DATA:
+                    return event
+                data = self._wire.read(_READ_SIZE)  # b"" at the end; a socket timeout goes up to urllib3
+                if keep:
+                    self._received += data
+                self._parser.receive_data(data)
+        except BaseException:
+            # Refused, broken or timed out: nothing more is read, and the socket is let go now, not at
+            # garbage collection (urllib3 closes the connection itself).
+            self._close_wire()
+            raise
+
+    def _end(self) -> None:
+        """The answer is complete: keep the connection only when nothing was sent past it."""
+        self._ended = True
+        spare, _closed = self._parser.trailing_data
+        reusable = self._parser.their_state is h11.DONE and not spare and not self.will_close
+        if not reusable and not self.will_close:
+            # http.client keeps this socket for the next request; bytes past the answer would reach
+            # the next caller. Shut down, the pool's check before reuse finds it closed.
+            self.will_close = True
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._close_wire()
+
+    def _close_wire(self) -> None:
+        wire, self._wire = self._wire, None
+        if wire is not None:
+            wire.close()
+
+    def read(self, amt: int | None = None) -> bytes:
+        """Up to ``amt`` bytes of the body (all of it when None); b"" once it is read to its end."""
+        if amt is None:
+            parts = [bytes(self._pending)]
+            self._pending.clear()
+            while not self._ended:
+                parts.append(self._pull())
+            return b"".join(parts)
+        while not self._pending and not self._ended and amt > 0:
+            self._pending += self._pull()
+        data = bytes(self._pending[:amt])
+        del self._pending[:amt]
+        return data
+
+    def _pull(self) -> bytes:
+        """The body's next bytes: what h11 holds, reading the socket only when it holds none (b"" at the end).
+
+        The end is taken as soon as its bytes are here, so a body that came whole in one read frees
+        its connection at once, as http.client does, not at the next read.
+        """
+        if self._wire is None:
+            raise http.client.IncompleteRead(b"")  # closed before the end
+        event = self._next_event()
+        data = bytearray()
+        while True:
+            if type(event) is h11.Data:
+                data += event.data
+            elif type(event) is h11.EndOfMessage:
+                self._end()
+                return bytes(data)
+            else:
+                self._close_wire()
+                raise UpstreamProtocolError(f"unexpected {type(event).__name__} in the body")
+            try:
+                event = self._parser.next_event()
+            except h11.RemoteProtocolError as error:
+                self._close_wire()
+                raise UpstreamProtocolError(str(error)) from None
+            if event is h11.NEED_DATA:
+                return bytes(data)
+
+    def read1(self, amt: int = -1) -> bytes:
+        """As ``read``: one block at most."""
+        return self.read(_READ_SIZE if amt is None or amt < 0 else amt)
+
+    def readinto(self, buffer: Any) -> int:
+        """``read`` into ``buffer``."""
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def readline(self, limit: int = -1) -> bytes:  # type: ignore[override]
+        """Not a line-based reader: the body comes in blocks."""
+        raise io.UnsupportedOperation("readline")
+
+    def peek(self, n: int = 0) -> bytes:
+        """What ``read`` would return next, without taking it."""
+        return bytes(self._pending)
+
+    def isclosed(self) -> bool:
+        """Whether the answer was read to its end or closed (then its connection may go back to the pool)."""
+        return self._wire is None
+
+    def fileno(self) -> int:
+        """The socket's descriptor."""
+        return self._sock.fileno()
+
+    def flush(self) -> None:
+        """Nothing is written."""
+
+    def close(self) -> None:
+        """Stop reading; a connection left mid-answer is closed by urllib3, never reused."""
+        io.BufferedIOBase.close(self)
+        self._close_wire()
