@@ -20,20 +20,20 @@ _CODINGS = (b"chunked", b"chunked", b"gzip, chunked", b"chunked, gzip", b"identi
 
 def _value(rand: random.Random) -> bytes:
     value = bytes(rand.choice(b"abcXYZ019 -_=;/") for _ in range(rand.randint(0, 12)))
-    if rand.random() < 0.25:
+    if rand.random() < 0.06:
         at = rand.randint(0, len(value))
         value = value[:at] + rand.choice(_BAD_VALUE_BYTES) + value[at:]
     return value
 
 
 def _field(rand: random.Random, ending: bytes) -> bytes:
-    name = rand.choice(_BAD_NAMES) if rand.random() < 0.08 else rand.choice(_NAMES)
-    separator = rand.choice((b": ", b": ", b":", b":  ", b" : "))
+    name = rand.choice(_BAD_NAMES) if rand.random() < 0.03 else rand.choice(_NAMES)
+    separator = rand.choice((b": ", b": ", b": ", b":", b":  ", b": \t")) if rand.random() < 0.98 else b" : "
     return name + separator + _value(rand) + ending
 
 
 def _head(rand: random.Random, status: bytes, fields: list[bytes], ending: bytes) -> bytes:
-    version = rand.choice((b"HTTP/1.1", b"HTTP/1.1", b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/1.1 ", b"HTTP/11"))
+    version = b"HTTP/1.1" if rand.random() < 0.85 else rand.choice((b"HTTP/1.0", b"HTTP/2.0", b"HTTP/1.1 ", b"HTTP/11"))
     return version + b" " + status + ending + b"".join(fields) + ending
 
 
@@ -42,7 +42,7 @@ def _body(rand: random.Random, fields: list[bytes], ending: bytes) -> bytes:
     data = bytes(rand.choice(b"abcdefgh") for _ in range(rand.randint(0, 40)))
     framing = rand.choice(("length", "length", "chunked", "chunked", "both", "none", "bad-length", "two-lengths"))
     if framing in ("length", "both"):
-        size = len(data) + rand.choice((0, 0, 0, 0, -1, 1, 5))
+        size = len(data) + (0 if rand.random() < 0.85 else rand.choice((-1, 1, 5)))
         fields.append(b"Content-Length: " + str(max(size, 0)).encode() + ending)
     if framing == "bad-length":
         fields.append(b"Content-Length: " + rand.choice(_LENGTHS) + ending)
@@ -61,17 +61,18 @@ def _chunked(rand: random.Random, data: bytes) -> bytes:
         take = rand.randint(1, len(data))
         piece, data = data[:take], data[take:]
         size = b"%x" % len(piece)
-        if rand.random() < 0.1:
+        if rand.random() < 0.03:
             size = rand.choice(_CHUNK_SIZES)
-        size_end = rand.choice((b"\r\n", b"\r\n", b"\r\n", b"\n"))
-        out += size + size_end + piece + rand.choice((b"\r\n", b"\r\n", b"\n", b""))
-    end = rand.choice((b"0\r\n\r\n", b"0\r\n\r\n", b"0\r\nX-Trailer: t\r\n\r\n", b"0\r\n", b"", b"00\r\n\r\n"))
+        size_end = b"\r\n" if rand.random() < 0.95 else b"\n"
+        out += size + size_end + piece + (b"\r\n" if rand.random() < 0.95 else rand.choice((b"\n", b"")))
+    end = rand.choice((b"0\r\n\r\n", b"0\r\n\r\n", b"0\r\n\r\n", b"0\r\nX-Trailer: t\r\n\r\n", b"00\r\n\r\n",
+                       b"0\r\n", b""))
     return out + end
 
 
 def hostile_answer(rand: random.Random) -> bytes:
     """One raw answer: maybe interim answers, a head with maybe a broken field, a framed body, maybe extra bytes."""
-    ending = rand.choice(_ENDINGS) if rand.random() < 0.15 else b"\r\n"
+    ending = rand.choice(_ENDINGS) if rand.random() < 0.05 else b"\r\n"
     raw = b""
     for _ in range(rand.choice((0, 0, 0, 1, 2))):
         interim_fields = [_field(rand, ending) for _ in range(rand.randint(0, 2))]
