@@ -28,6 +28,7 @@ from app.logs import configure_logging, read_log_settings
 from app.metrics import configure as configure_metrics
 from app.metrics_endpoint import build_metrics_blueprint, read_metrics_settings
 from app.openapi.endpoint import openapi
+from app.policies import check_order
 from app.proxy import Upstream, upstreams
 from app.ratelimit import limiter
 from app.routes import DECLARED, build_routes_blueprint, read_routes
@@ -101,6 +102,7 @@ def create_app(
     for blueprint in (*gateway_endpoints, build_routes_blueprint(routes, plans=limiter.has_plans(app)),
                       *cache.blueprints(app), *blueprints):
         app.register_blueprint(blueprint)
+    check_order(app)  # no route's policies split by another decorator into a different order
     auth.check(app)  # every route registered by now must carry an auth policy
     compile_route_policies(app, edge.guard)  # per-route edge settings, checked at start
     app.cli.add_command(gateway)  # flask gateway routes / check (app/cli.py)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ DECLARED = "frontdesk.routes"
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 # <converter(args):name> -> <converter(args)>: the rule's shape without its variable names.
 _VARIABLE_NAME = re.compile(r"<(?:([^:>]+):)?[^:>]+>")
+_builds = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -185,26 +187,29 @@ def _endpoint_name(path: str, index: int) -> str:
 
 
 def build_routes_blueprint(routes: tuple[RouteSettings, ...], *, plans: bool) -> Blueprint:
-    """The built-in blueprint: one view per declared route, made like any hand-written one (auth, then limit).
+    """The built-in blueprint: one view per declared route, made with the same decorators as a hand-written one.
 
     ``plans``: [ratelimit.plans] names a plan, so authenticated routes carry the plan quota.
     """
     blueprint = Blueprint("routes", __name__)
     for route in routes:
-        # Applied inside out, so a request meets them in the house order: auth, limit, cache, view.
+        # The same policy decorators as a code route: each records its layer, and the view runs them in
+        # the house order (auth, limit, schema, cache; app/policies.py) whatever order they are applied in.
         view = _aggregate_view(route) if route.aggregate else _forwarding_view(route, blueprint)
-        # Wrapped innermost first, so they run in the house order: auth, limit, cache, view.
-        if route.cache is not None:
-            view = apply_cache(route.cache)(view)
-        if route.schema is not None:  # after the limit: a refused body still counts against the quota
-            view = apply_schema(route.schema)(view)
+        # Fresh views per app, and Flask-Limiter keeps the plan quota by the view's qualified name:
+        # each build's name must not meet an earlier app's.
+        view.__qualname__ = f"{view.__qualname__}#{next(_builds)}"
+        if route.auth is not None:
+            view = apply_policy(route.auth)(view)
         # The plan quota only exists with plans: without them it would cost every request a pass
         # through Flask-Limiter (~100 µs) to count nothing.
         plan = plans and route.auth is not None and not route.auth.public
         if route.limits or plan:  # before the cache: a cache hit still counts against the quota
             view = limit_declared_route(route.limits, plan=plan)(view)
-        if route.auth is not None:
-            view = apply_policy(route.auth)(view)
+        if route.schema is not None:  # after the limit: a refused body still counts against the quota
+            view = apply_schema(route.schema)(view)
+        if route.cache is not None:
+            view = apply_cache(route.cache)(view)
         if route.edge is not None:  # enforced at the WSGI edge, before every hook
             view = apply_edge(route.edge)(view)
         blueprint.add_url_rule(route.path, endpoint=route.name, view_func=view, methods=list(route.methods))

@@ -20,7 +20,7 @@ from werkzeug.test import TestResponse
 from app.auth import public
 from app.config import ConfigError
 from app.inventory import LimitInfo, inventory
-from app.ratelimit import by_header, fixed_limits, limiter
+from app.ratelimit import by_header, limiter, route_limits_of
 from tests.conftest import AppFactory, echo_config
 from tests.fakes.backend import Backend
 from tests.fakes import free_port
@@ -446,12 +446,13 @@ def test_flask_limiters_own_hooks_run_only_for_requests_a_limit_looked_at(make_a
     assert statuses(client, 3, "/metered/") == [200, 200, 429]  # a limited request still gets them
 
 
-def test_fixed_limits_count_a_code_route_as_limiter_limit_does(make_app: AppFactory) -> None:
+def test_fixed_limits_are_counted_where_flask_limiter_keeps_them(make_app: AppFactory) -> None:
+    # limiter.limit with limits that never change is resolved once and counted by the gateway (decision 52).
     tenants = Blueprint(f"tenants_{uuid.uuid4().hex}", __name__, url_prefix="/tenants")
 
     @tenants.get("/")
     @public
-    @fixed_limits("5/hour", "2/minute", key_func=by_header("X-Tenant"))
+    @limiter.limit("5/hour;2/minute", key_func=by_header("X-Tenant"))
     def index() -> str:
         """A route with two fixed limits per tenant."""
         return "ok"
@@ -475,3 +476,4 @@ def test_fixed_limits_count_a_code_route_as_limiter_limit_does(make_app: AppFact
     listed = {route.endpoint: route for route in inventory(app)}[endpoint]
     assert listed.limits == (LimitInfo("2 per 1 minute", "header x-tenant", "route"),
                              LimitInfo("5 per 1 hour", "header x-tenant", "route"))
+    assert len(route_limits_of(app.view_functions[endpoint])) == 2  # the gateway's count, not Flask-Limiter's

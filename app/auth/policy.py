@@ -1,6 +1,7 @@
 """Auth policies on views: ``@public``, ``@require_jwt``, ``@require_api_key``, ``@require_auth``.
 
-Every view carries a policy as an attribute, so start-up can refuse a route that has none.
+Each is the auth layer of the view's policy record (app/policies.py), so start-up can refuse a route
+that has none, and auth runs first wherever the decorator is written.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from flask import Flask
 
@@ -18,6 +19,7 @@ from app.auth.settings import check_scope
 from app.config import ConfigError, problems_of
 from app.current import current_gateway, current_globals, current_request
 from app.edge import CONSUMER_ENVIRON
+from app.policies import add_policy, route_policy
 
 __all__ = [
     "EXTENSION", "PUBLIC", "SCHEMES", "AuthPolicy", "apply_policy", "check_policies", "policy_of", "public",
@@ -28,7 +30,6 @@ __all__ = [
 EXTENSION = "frontdesk.auth"
 #: The schemes a route may accept, by the names used in settings and decorators.
 SCHEMES = ("jwt", "api_key")
-_ATTRIBUTE = "frontdesk_auth_policy"
 
 View = TypeVar("View", bound=Callable[..., Any])
 
@@ -47,15 +48,15 @@ PUBLIC = AuthPolicy(public=True, schemes=None, scopes=())
 
 
 def policy_of(view: Callable[..., Any]) -> AuthPolicy | None:
-    """The policy a view was given, or None."""
-    policy = getattr(view, _ATTRIBUTE, None)
+    """The policy a registered view was given, or None."""
+    policies = route_policy(view).settings("auth")
+    policy = policies[0] if policies else None
     return policy if isinstance(policy, AuthPolicy) else None
 
 
 def public(view: View) -> View:
     """Mark a view as open to anyone: a decision written down, adding no layer."""
-    setattr(view, _ATTRIBUTE, PUBLIC)
-    return view
+    return add_policy(view, "auth", PUBLIC, _guard)
 
 
 def require_auth(*, schemes: Iterable[str] | None = None, scopes: Iterable[str] = ()) -> Callable[[View], View]:
@@ -75,36 +76,41 @@ def require_api_key(*, scopes: Iterable[str] = ()) -> Callable[[View], View]:
 
 def apply_policy(policy: AuthPolicy) -> Callable[[View], View]:
     """The decorator that enforces ``policy`` (``public`` for a public one)."""
-    if policy.public:
-        return public
-
     def decorate(view: View) -> View:
-        @functools.wraps(view)
-        def guarded(*args: Any, **kwargs: Any) -> Any:
-            served = current_request()
-            rule = served.url_rule
-            route = rule.rule if rule is not None else None
-            try:
-                principal = current_gateway().extensions[EXTENSION].authenticate(policy, served.environ)
-            except InvalidCredentials as error:
-                metrics.record_auth(route, "invalid" if error.presented else "missing")
-                raise
-            except InsufficientScope:
-                metrics.record_auth(route, "forbidden")
-                raise
-            except KeysUnavailable:
-                metrics.record_auth(route, "idp_unavailable")
-                raise
-            metrics.record_auth(route, "ok")
-            current_globals().principal = principal
-            # The access log names the caller (never its credential).
-            served.environ[CONSUMER_ENVIRON] = principal.consumer or principal.subject
-            return view(*args, **kwargs)
-
-        setattr(guarded, _ATTRIBUTE, policy)
-        return cast(View, guarded)
+        return add_policy(view, "auth", policy, _guard)
 
     return decorate
+
+
+def _guard(policies: tuple[Any, ...], view: Callable[..., Any]) -> Callable[..., Any]:
+    """The auth layer: ``view`` runs only for a caller the policy lets through (a public one adds nothing)."""
+    policy: AuthPolicy = policies[0]
+    if policy.public:
+        return view
+
+    @functools.wraps(view)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        served = current_request()
+        rule = served.url_rule
+        route = rule.rule if rule is not None else None
+        try:
+            principal = current_gateway().extensions[EXTENSION].authenticate(policy, served.environ)
+        except InvalidCredentials as error:
+            metrics.record_auth(route, "invalid" if error.presented else "missing")
+            raise
+        except InsufficientScope:
+            metrics.record_auth(route, "forbidden")
+            raise
+        except KeysUnavailable:
+            metrics.record_auth(route, "idp_unavailable")
+            raise
+        metrics.record_auth(route, "ok")
+        current_globals().principal = principal
+        # The access log names the caller (never its credential).
+        served.environ[CONSUMER_ENVIRON] = principal.consumer or principal.subject
+        return view(*args, **kwargs)
+
+    return guarded
 
 
 def _policy(key: str, schemes: Iterable[str] | None, scopes: Iterable[str]) -> AuthPolicy:

@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import os
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
@@ -19,13 +19,13 @@ from app.caching.serve import serve
 from app.caching.settings import RouteCache, read_cache, route_cache
 from app.config import ConfigError
 from app.current import current_request
+from app.policies import add_policy, route_policy
 
 __all__ = ["EXTENSION", "Cache", "apply_cache", "cache", "cache_response", "cache_policy_of", "invalidate_after_write"]
 
 #: Where the cache runtime lives in ``app.extensions``.
 EXTENSION = "frontdesk.cache"
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_ATTRIBUTE = "frontdesk_cache_policy"
 
 View = TypeVar("View", bound=Callable[..., Any])
 
@@ -72,26 +72,33 @@ def _without_password(uri: str | None) -> str | None:
 
 
 def apply_cache(policy: RouteCache) -> Callable[[View], View]:
-    """The decorator that serves a view through the cache under ``policy``."""
+    """The decorator that serves a view through the cache under ``policy`` (the cache layer of its record)."""
     def decorate(view: View) -> View:
-        @functools.wraps(view)
-        def cached(*args: Any, **kwargs: Any) -> Any:
-            return serve(policy, functools.partial(view, *args, **kwargs))
-
-        setattr(cached, _ATTRIBUTE, policy)
-        return cast(View, cached)
+        return add_policy(view, "cache", policy, _cached)
 
     return decorate
 
 
+def _cached(policies: tuple[Any, ...], view: Callable[..., Any]) -> Callable[..., Any]:
+    """The cache layer: answers from the cache, ``view`` on a miss."""
+    policy: RouteCache = policies[0]
+
+    @functools.wraps(view)
+    def cached(*args: Any, **kwargs: Any) -> Any:
+        return serve(policy, functools.partial(view, *args, **kwargs))
+
+    return cached
+
+
 def cache_policy_of(view: Callable[..., Any]) -> RouteCache | None:
-    """The cache policy a view was given, or None."""
-    policy = getattr(view, _ATTRIBUTE, None)
+    """The cache policy a registered view was given, or None."""
+    policies = route_policy(view).settings("cache")
+    policy = policies[0] if policies else None
     return policy if isinstance(policy, RouteCache) else None
 
 
 def cache_response(*, ttl: float, vary: Iterable[str] = (), scope: str = "public") -> Callable[[View], View]:
-    """Serve GET/HEAD from the cache for up to ``ttl`` seconds; place it after auth and limit, before the view."""
+    """Serve GET/HEAD from the cache for up to ``ttl`` seconds; it runs after auth and limit wherever it is written."""
     if isinstance(vary, str):
         vary = (vary,)
     return apply_cache(route_cache("cache_response", ttl, tuple(vary), scope))
@@ -103,7 +110,7 @@ def invalidate_after_write(response: Response) -> Response:
     if served.method in _UNSAFE and response.status_code < 400:
         runtime: CacheRuntime = current_app.extensions[EXTENSION]
         if runtime.in_use is None:  # once per worker: an app without cached routes writes no journal
-            runtime.in_use = any(hasattr(view, _ATTRIBUTE) for view in current_app.view_functions.values())
+            runtime.in_use = any(cache_policy_of(view) is not None for view in current_app.view_functions.values())
         if runtime.in_use:
             runtime.purge("path", served.path)
     return response

@@ -18,12 +18,12 @@ from jsonschema import Draft202012Validator, SchemaError
 
 from app.config import ConfigError, Section
 from app.openapi.validation import check_body
+from app.policies import add_policy, route_policy
 
 __all__ = ["BODY_METHODS", "RouteSchema", "apply_schema", "declare_schema", "read_route_schema", "schema_of"]
 
 #: The methods whose request body a schema describes and validation checks.
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-_ATTRIBUTE = "frontdesk_route_schema"
 _DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 View = TypeVar("View", bound=Callable[..., Any])
@@ -40,8 +40,9 @@ class RouteSchema:
 
 
 def schema_of(view: Callable[..., Any]) -> RouteSchema | None:
-    """The schema a view was given, or None."""
-    schema = getattr(view, _ATTRIBUTE, None)
+    """The schema a registered view was given, or None."""
+    schemas = route_policy(view).settings("schema")
+    schema = schemas[0] if schemas else None
     return schema if isinstance(schema, RouteSchema) else None
 
 
@@ -50,7 +51,7 @@ def declare_schema(*, request: Mapping[str, Any] | None = None,
                    validate: bool = False) -> Callable[[View], View]:
     """Attach JSON Schemas to a code route; ``validate=True`` also refuses request bodies that do not match.
 
-    Place it after the limit decorator and before the cache one (route, auth, limit, schema, cache, view).
+    It runs after auth and the limit and before the cache, wherever it is written (app/policies.py).
     """
     def decorate(view: View) -> View:
         key = f"declare_schema of {view.__module__}.{view.__qualname__}"
@@ -84,24 +85,27 @@ def route_schema(request_schema: tuple[str, object], responses: Mapping[int, tup
 def apply_schema(schema: RouteSchema) -> Callable[[View], View]:
     """The decorator that records ``schema`` on a view and, when it validates, checks each request body."""
     def decorate(view: View) -> View:
-        if not schema.validate:
-            setattr(view, _ATTRIBUTE, schema)  # documentation only: no layer at all
-            return view
-        validator = schema.validator
-        assert validator is not None
-
-        @functools.wraps(view)
-        def validated(*args: Any, **kwargs: Any) -> Any:
-            if request.method in BODY_METHODS:
-                refused = check_body(validator)
-                if refused is not None:
-                    return refused
-            return view(*args, **kwargs)
-
-        setattr(validated, _ATTRIBUTE, schema)
-        return cast(View, validated)
+        return add_policy(view, "schema", schema, _validated)
 
     return decorate
+
+
+def _validated(schemas: tuple[Any, ...], view: Callable[..., Any]) -> Callable[..., Any]:
+    """The schema layer: a body that does not match is refused before ``view``; documentation only adds nothing."""
+    schema: RouteSchema = schemas[0]
+    validator = schema.validator
+    if not schema.validate or validator is None:
+        return view
+
+    @functools.wraps(view)
+    def validated(*args: Any, **kwargs: Any) -> Any:
+        if request.method in BODY_METHODS:
+            refused = check_body(validator)
+            if refused is not None:
+                return refused
+        return view(*args, **kwargs)
+
+    return validated
 
 
 def read_route_schema(section: Section, methods: Iterable[str]) -> RouteSchema | None:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from flask import Flask, Response, current_app
-from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded, RouteLimit
+from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded
 from flask_limiter._extension import LimiterContext  # the per-request state its hooks share; not re-exported
 from limits.errors import ConfigurationError
 from redis.backoff import NoBackoff
@@ -27,39 +25,20 @@ from app.errors import problem_response
 from app.health import health
 from app.ratelimit.headers import Usage, ietf_headers, legacy_headers, retry_after
 from app.ratelimit.keys import by_client_address, by_consumer, plan_of
+from app.ratelimit.layer import PolicyLimit, policy_limit
+from app.ratelimit.runtime import EXTENSION, RateLimitRuntime
 from app.ratelimit.settings import RateLimitSettings, read_ratelimit, worker_count
 from app.ratelimit.storage import MeteredStrategy, OutageGuard, RequestCounts
 
-if TYPE_CHECKING:
-    from flask_limiter._limits import RuntimeLimit  # what iterating a RouteLimit gives; not re-exported
+__all__ = ["EXTENSION", "GatewayLimiter", "RateLimitRuntime", "limit_declared_route", "limiter", "plan_quota"]
 
-__all__ = [
-    "EXTENSION", "GatewayLimiter", "RateLimitRuntime", "fixed_limits", "limit_declared_route", "limiter",
-    "plan_quota", "route_limits_of",
-]
-
-#: Where the rate limit runtime lives in ``app.extensions``.
-EXTENSION = "frontdesk.ratelimit"
 RATE_LIMITED = "https://frontdesk.dev/problems/rate-limited"
 _COUNTS = "_frontdesk_ratelimit_counts"
-_ROUTE_LIMITS = "frontdesk_route_limits"  # on a view under fixed_limits: its limits, resolved once
 _STATES = "_limiter_request_context"  # where Flask-Limiter keeps its per-request states, on the request context
 
 View = TypeVar("View", bound=Callable[..., Any])
 T = TypeVar("T")
 log = logging.getLogger("frontdesk.ratelimit")
-# Declared routes get fresh views per app, and Flask-Limiter keeps the plan quota by the view's
-# name: each build's name must not meet an earlier app's.
-_builds = itertools.count(1)
-
-
-@dataclass(frozen=True)
-class RateLimitRuntime:
-    """One app's (one worker's) rate limit state."""
-
-    settings: RateLimitSettings
-    guard: OutageGuard
-    strategy: MeteredStrategy
 
 
 class GatewayLimiter(Limiter):
@@ -132,6 +111,14 @@ class GatewayLimiter(Limiter):
                 return
         super()._check_request_limit(callable_name, in_middleware)
 
+    def limit(self, *args: Any, **kwargs: Any) -> PolicyLimit:
+        """Flask-Limiter's ``limit``, as the limit layer of the view's policy record (app/ratelimit/layer.py)."""
+        return policy_limit(super().limit(*args, **kwargs), self)
+
+    def shared_limit(self, *args: Any, **kwargs: Any) -> PolicyLimit:
+        """Flask-Limiter's ``shared_limit``, as the limit layer of the view's policy record."""
+        return policy_limit(super().shared_limit(*args, **kwargs), self)
+
     def has_plans(self, app: Flask) -> bool:
         """Whether [ratelimit.plans] names a plan (False when the section was refused: ``gateway check``)."""
         runtime: RateLimitRuntime | None = app.extensions.get(EXTENSION)
@@ -172,72 +159,21 @@ plan_quota = limiter.shared_limit(_plan_limits, scope="plan", key_func=by_consum
 def limit_declared_route(limits: tuple[str, ...], *, plan: bool) -> Callable[[View], View]:
     """A declared route's limit layer: its ``limits`` per consumer (or address), and the plan quota when ``plan``.
 
-    The plan quota depends on the caller, so Flask-Limiter resolves it on each request; the route's
-    own limits are fixed, so they are ``fixed_limits`` (decision 52).
+    The same ``limiter.limit`` a code route uses; the plan quota depends on the caller, so
+    Flask-Limiter resolves it on each request, while the route's own limits never change and are
+    resolved once (decision 52).
     """
-    counted = fixed_limits(*limits) if limits else None
+    counted = limiter.limit(";".join(limits), key_func=by_consumer) if limits else None
 
     def decorate(view: View) -> View:
         limited: Callable[..., Any] = view
         if plan:
-            view.__qualname__ = f"{view.__qualname__}#{next(_builds)}"
             limited = plan_quota(limited)
         if counted is not None:
             limited = counted(limited)
         return cast(View, limited)
 
     return decorate
-
-
-def fixed_limits(*limits: str, key_func: Callable[[], str] = by_consumer) -> Callable[[View], View]:
-    """``@fixed_limits("100/minute")``: what ``@limiter.limit`` does for limits that never change, cheaper.
-
-    The limits are Flask-Limiter's own limit objects, resolved once here rather than on every
-    request (its exemption scopes, blueprint limits and limit strings: ~145 µs of CPU per request,
-    decision 52), and counted under the same storage keys, smallest window first, stopping at
-    the first breach. A limit that depends on the request (a callable, ``exempt_when``,
-    ``deduct_when``, per method) stays ``@limiter.limit``'s.
-    """
-    route_limit = RouteLimit(";".join(limits), key_function=key_func, limiter=limiter)
-    resolved = tuple(sorted(route_limit, key=lambda limit: limit.limit))  # Flask-Limiter's order
-
-    def decorate(view: View) -> View:
-        return cast(View, _counted(resolved, view))
-
-    return decorate
-
-
-def route_limits_of(view: Callable[..., Any]) -> tuple[RuntimeLimit, ...]:
-    """The limits ``fixed_limits`` counts for this view (the inventory lists them)."""
-    limits: tuple[RuntimeLimit, ...] = getattr(view, _ROUTE_LIMITS, ())
-    return limits
-
-
-def _counted(resolved: tuple[RuntimeLimit, ...], view: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(view)
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        if not _never_counted():
-            _count(resolved)
-        return view(*args, **kwargs)
-
-    setattr(counted, _ROUTE_LIMITS, (*resolved, *route_limits_of(view)))  # wraps() copied the inner ones
-    return counted
-
-
-def _count(resolved: tuple[RuntimeLimit, ...]) -> None:
-    """Count each limit as Flask-Limiter's decorator does, under the same storage keys; stop at the first breach."""
-    runtime: RateLimitRuntime = current_gateway().extensions[EXTENSION]
-    prefix = runtime.settings.key_prefix
-    served = current_request()
-    endpoint, method = served.endpoint or "", served.method
-    for limit in resolved:
-        identifiers: tuple[str, ...] = (limit.key_func(), limit.scope_for(endpoint, method))
-        if not all(identifiers):
-            continue  # as Flask-Limiter does: a limit whose key is empty is not counted
-        if prefix:
-            identifiers = (prefix, *identifiers)
-        if not runtime.strategy.hit(limit.limit, *identifiers):
-            raise RateLimitExceeded(limit)
 
 
 def _request_counts() -> RequestCounts:
