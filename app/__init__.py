@@ -21,6 +21,7 @@ from app.cli import gateway
 from app.config import PROBLEMS, ConfigError, Problems, load_config
 from app.edge import read_edge_settings, wrap_wsgi
 from app.errors import register_error_handlers
+from app.families import load_blueprints, read_gateway_settings
 from app.guard import EdgeGuard, compile_route_policies
 from app.health import health
 from app.hooks import install_hooks
@@ -50,7 +51,7 @@ def create_app(
 ) -> Flask:
     """Build the gateway: ``env`` picks the settings class, ``overrides`` win over every source.
 
-    ``blueprints`` replaces the project's list (``blueprints.BLUEPRINTS``), for tests.
+    ``blueprints`` replaces the configured list (``[gateway] blueprints``), for tests.
     ``problems`` collects every bad setting instead of raising the first (app/check.py).
     """
     problems = problems or Problems()
@@ -86,10 +87,9 @@ def create_app(
     names = {*upstreams.settings(app), *declared}
     routes = read(("ROUTE_DEFAULTS", "ROUTES"), lambda: read_routes(config, names, problems))
     app.extensions[DECLARED] = routes
-    if blueprints is None:
-        from blueprints import BLUEPRINTS  # here, not at the top: blueprints import app
-
-        blueprints = BLUEPRINTS
+    if blueprints is None:  # the ones [gateway] names, imported now: blueprints import app
+        gateway_settings = read("GATEWAY", lambda: read_gateway_settings(config))
+        blueprints = read("GATEWAY", lambda: load_blueprints(gateway_settings))
     gateway_endpoints: tuple[Blueprint, ...] = (health, *openapi.blueprints(app))
     if metrics_settings.enabled:
         scrape = build_metrics_blueprint(metrics_settings)

@@ -1,18 +1,6 @@
-"""The route families written in code, registered in this order after the declared routes.
+"""Sample route families written in code: users (a forwarding family), web and mobile (backends-for-frontends).
 
-Adding a family: one module here with a Blueprint, plus one line in BLUEPRINTS.
+Nothing registers them by itself: a deployment serves a family by naming it in its config,
+``[gateway] blueprints = ["blueprints.users:bp"]``. The development settings (``make run``)
+name all three.
 """
-
-from __future__ import annotations
-
-from flask import Blueprint
-
-from blueprints import mobile, users, web
-
-__all__ = ["BLUEPRINTS"]
-
-BLUEPRINTS: tuple[Blueprint, ...] = (
-    users.bp,
-    web.bp,
-    mobile.bp,
-)

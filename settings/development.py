@@ -12,6 +12,9 @@ class Development(Base):
 
     LOG: dict[str, Any] = {"level": "DEBUG", "format": "human"}
 
+    # The sample route families in blueprints/, served by the demo only.
+    GATEWAY: dict[str, Any] = {"blueprints": ["blueprints.users:bp", "blueprints.web:bp", "blueprints.mobile:bp"]}
+
     UPSTREAMS: dict[str, Any] = {
         # Two instances of the users service, to show round-robin balancing.
         "users": {"targets": ["http://127.0.0.1:9101", "http://127.0.0.1:9102"]},

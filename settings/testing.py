@@ -17,15 +17,17 @@ class Testing(Base):
     TESTING = True
     LOG: dict[str, Any] = {"level": "WARNING", "format": "json"}
 
-    # The upstreams the code blueprints (blueprints.BLUEPRINTS) forward to, so every testing
-    # app starts; a test that exercises one points it at its own backend.
+    # No code blueprints: a test builds exactly the ones it tests (create_app(blueprints=...)).
+
+    # Two upstreams the tests' declared routes and the sample families name, pointed nowhere; a test
+    # that calls one points it at its own backend.
     UPSTREAMS: dict[str, Any] = {
         "users": {"targets": [_NOWHERE]},
-        "orders": {"targets": [_NOWHERE]},  # the web and mobile blueprints (backends-for-frontends)
+        "orders": {"targets": [_NOWHERE]},
     }
 
-    # A scheme the code blueprints' policies can use, so every testing app starts. The key is
-    # published test data ("frontdesk-test-key-" and 16 zeros), not a secret.
+    # An API-key consumer for the testing kit's api_key(). The key is published test data
+    # ("frontdesk-test-key-" and 16 zeros), not a secret.
     AUTH: dict[str, Any] = {
         **Base.AUTH,
         "api_keys": {

@@ -329,7 +329,7 @@ def test_flask_gateway_check_runs_on_a_configuration_wsgi_cannot_load(tmp_path: 
 def test_flask_gateway_commands_on_a_good_configuration(tmp_path: Path) -> None:
     flask = str(Path(sys.executable).parent / "flask")
     path = tmp_path / "gateway.toml"
-    path.write_text(ROUTE + 'auth = "public"\n')
+    path.write_text(ROUTE + 'auth = "public"\n\n[gateway]\nblueprints = ["blueprints.users:bp"]\n')
 
     checked = run([flask, "--app", "wsgi", "gateway", "check", "--config", str(path)], tmp_path)
     assert checked.returncode == 0, checked.stderr

@@ -20,8 +20,8 @@ from settings.development import Development
 from settings.testing import Testing
 from tests.conftest import AppFactory
 
-KNOWN_SECTIONS = ("auth, cache, edge, log, metrics, openapi, ratelimit, route_defaults, routes, status, tracing, "
-                  "upstream_defaults, upstreams")
+KNOWN_SECTIONS = ("auth, cache, edge, gateway, log, metrics, openapi, ratelimit, route_defaults, routes, status, "
+                  "tracing, upstream_defaults, upstreams")
 TARGET_EXPECTED = "an http:// or https:// URL with a host and no path, query or credentials"
 
 

@@ -38,11 +38,13 @@ BAD_STARTS: list[tuple[str, str, dict[str, str], str]] = [
     ("unknown section", echo_toml(NOWHERE) + "[upstream_default]\ntimeout = 1\n", {}, "[upstream_default]"),
     ("route to unknown upstream", echo_toml(NOWHERE) + '[[routes]]\npath = "/x"\nupstream = "nope"\n', {},
      "routes[1].upstream"),
-    # Production declares no upstreams or auth schemes of its own (testing points the blueprints' upstreams
-    # nowhere): everything but "users" is given, since the preflight lists every problem, one line each.
-    ("blueprint upstream missing", f'[upstreams.echo]\ntargets = ["{NOWHERE}"]\n[upstreams.orders]\n'
-     f'targets = ["{NOWHERE}"]\n[auth.api_keys.consumers.ci]\nkey_sha256 = "{"0" * 64}"\n',
+    # A family named in [gateway] blueprints needs its upstream; the preflight lists every problem, one line
+    # each, so everything else the users family needs (an auth scheme) is given.
+    ("blueprint upstream missing", f'[upstreams.echo]\ntargets = ["{NOWHERE}"]\n[gateway]\n'
+     f'blueprints = ["blueprints.users:bp"]\n[auth.api_keys.consumers.ci]\nkey_sha256 = "{"0" * 64}"\n',
      {"GATEWAY_ENV": "production"}, "upstreams.users"),
+    ("blueprint not importable", echo_toml(NOWHERE) + '[gateway]\nblueprints = ["blueprints.nope:bp"]\n', {},
+     "gateway.blueprints[0]"),
     ("target with a path", echo_toml(NOWHERE + "/api"), {}, "upstreams.echo.targets"),
     ("invalid TOML", echo_toml(NOWHERE) + "timeout = = 1\n", {}, "GATEWAY_CONFIG"),
     ("missing config file", echo_toml(NOWHERE), {"GATEWAY_CONFIG": "/nonexistent/frontdesk.toml"},
@@ -163,3 +165,19 @@ def test_configuration_check_command_agrees(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("frontdesk: configuration ok (testing"), result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_production_starts_from_a_minimal_file_and_serves_no_sample(start_gateway: Callable[..., Gateway],
+                                                                    backend: Backend) -> None:
+    """One upstream and one public declared route, no code edited: the sample families are not served."""
+    config = (f'[upstreams.catalog]\ntargets = ["{backend.url}"]\n\n[[routes]]\npath = "/api/catalog/<path:rest>"\n'
+              'upstream = "catalog"\nupstream_path = "/catalog/{rest}"\nauth = "public"\n')
+    gateway = start_gateway(config, env={"GATEWAY_ENV": "production"})
+    status, _, body = fetch(gateway, "/api/catalog/products")
+    assert status == 200, gateway.log()
+    assert json.loads(body)["target"] == "/catalog/products"
+    for path in ("/api/users", "/api/users/u-1", "/web/users/u-1/overview"):
+        status, headers, _ = fetch(gateway, path)
+        assert (status, headers["Content-Type"]) == (404, "application/problem+json"), path
+    assert len(backend.received) == 1
+    assert "Traceback" not in gateway.log()

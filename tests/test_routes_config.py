@@ -297,10 +297,10 @@ def test_blueprint_forwarding_to_a_configured_upstream_starts(make_app: AppFacto
     assert rule_of(app, "/api/billing").endpoint == "billing.invoices"
 
 
-def test_project_blueprints_need_their_upstreams(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_configured_blueprint_needs_its_upstreams(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GATEWAY_CONFIG", raising=False)
     with pytest.raises(ConfigError) as caught:
-        create_app("production")  # declares no upstreams; testing points the blueprints' ones nowhere
+        create_app("production", GATEWAY={"blueprints": ["blueprints.users:bp"]})  # production declares none
     assert caught.value.key == "upstreams.users"
     assert "blueprint 'users' forwards to it" in str(caught.value)
 

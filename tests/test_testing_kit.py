@@ -32,6 +32,7 @@ from app.testing import (
     Tokens,
     assert_problem,
 )
+from blueprints import users as users_family
 from settings.testing import Testing
 
 
@@ -197,8 +198,21 @@ def test_settings_are_frozen_at_the_first_request(reports: GatewayUnderTest, ups
     assert upstream("reports") is upstream["reports"]  # the mounted one is still at hand
 
 
-def test_the_default_blueprints_are_the_projects(gateway: GatewayUnderTest) -> None:
-    assert {"users", "web", "mobile"} <= set(gateway.app.blueprints)
+def test_the_default_blueprints_are_the_configured_ones_none_in_testing(gateway: GatewayUnderTest) -> None:
+    assert not {"users", "web", "mobile"} & set(gateway.app.blueprints)
+    assert gateway.get("/api/users", headers=api_key_header()).status_code == 404
+
+
+def api_key_header() -> dict[str, str]:
+    """The testing consumer's key."""
+    return {"X-API-Key": TESTING_API_KEY}
+
+
+def test_a_configured_blueprint_is_served(gateway: GatewayUnderTest, upstream: FakeUpstreams) -> None:
+    users_service = upstream("users", json=[])
+    gateway.configure(GATEWAY={"blueprints": ["blueprints.users:bp"]})
+    assert gateway.get("/api/users", headers=api_key_header()).status_code == 200
+    users_service.assert_forwarded("GET", "/users")
 
 
 def test_each_test_gets_its_own_app() -> None:
@@ -213,6 +227,7 @@ def test_each_test_gets_its_own_app() -> None:
 
 def test_no_cookie_jar_between_requests(gateway: GatewayUnderTest, upstream: FakeUpstreams,
                                         api_key: ApiKeys) -> None:
+    gateway.configure(blueprints=[users_family.bp])
     users = upstream("users", headers=[("Set-Cookie", "session=abc; Path=/")], json=[])
     assert gateway.get("/api/users", headers=api_key()).headers["Set-Cookie"] == "session=abc; Path=/"
     gateway.get("/api/users", headers=api_key())
@@ -274,6 +289,7 @@ def test_a_team_with_its_own_key_source_signs_its_own_tokens(
 
 def test_the_default_api_key_is_the_testing_consumers(gateway: GatewayUnderTest, upstream: FakeUpstreams,
                                                       api_key: ApiKeys) -> None:
+    gateway.configure(blueprints=[users_family.bp])
     consumers = Testing.AUTH["api_keys"]["consumers"]
     assert consumers["tests"]["key_sha256"] == hashlib.sha256(TESTING_API_KEY.encode()).hexdigest()
     users = upstream("users")
@@ -377,6 +393,7 @@ def test_bad_scripts_are_refused(arguments: dict[str, object], error: str) -> No
 
 def test_assert_problem_refuses_what_is_not_the_gateways_problem(gateway: GatewayUnderTest,
                                                                  upstream: FakeUpstreams, api_key: ApiKeys) -> None:
+    gateway.configure(blueprints=[users_family.bp])
     upstream("users", 404, json={"error": "no such user"})
     response = gateway.get("/api/users/u-0", headers=api_key())
     with pytest.raises(AssertionError, match="Content-Type 'application/json'"):
