@@ -95,8 +95,8 @@ def on_starting(server: Any) -> None:
     install_master_hooks(server)
     if os.environ.get("GATEWAY_SKIP_PREFLIGHT") != "1":
         code, problem = _check_app()
+        sys.stderr.write(problem)  # the problems, or the warnings of a good configuration: once per start
         if code != 0:
-            sys.stderr.write(problem)
             sys.exit(code)
         _check_before_reload(server)
     _prepare_metrics_dir()

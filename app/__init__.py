@@ -104,6 +104,7 @@ def create_app(
         app.register_blueprint(blueprint)
     check_order(app)  # no route's policies split by another decorator into a different order
     auth.check(app)  # every route registered by now must carry an auth policy
+    limiter.check(app)  # exact counts asked for, with a limit to count
     compile_route_policies(app, edge.guard)  # per-route edge settings, checked at start
     app.cli.add_command(gateway)  # flask gateway routes / check (app/cli.py)
     return app

@@ -16,11 +16,14 @@ from flask import Blueprint
 
 from app.config import ConfigError, Problems
 from app.proxy import upstreams
+from app.ratelimit import limiter
 
-__all__ = ["ERROR_PREFIX", "REFUSED", "CheckReport", "check_config", "run_check"]
+__all__ = ["ERROR_PREFIX", "REFUSED", "WARNING_PREFIX", "CheckReport", "check_config", "run_check"]
 
 #: The prefix of each problem's line, as a refused start writes it (gunicorn's log shows these).
 ERROR_PREFIX = "frontdesk: configuration error:"
+#: The prefix of a warning's line: the gateway starts, but an operator should look.
+WARNING_PREFIX = "frontdesk: configuration warning:"
 #: The exit status of a refused configuration, the same as a worker's refused start (gunicorn's
 #: WORKER_BOOT_ERROR), so the master exits with it either way; 1 stays a crash, 2 a usage error.
 REFUSED = 3
@@ -33,6 +36,7 @@ class CheckReport:
     env: str | None  # None: the check stopped before an environment was settled
     problems: tuple[ConfigError, ...]
     rules: int
+    warnings: tuple[str, ...] = ()  # what would start but deserves a look (printed once per start)
 
     @property
     def ok(self) -> bool:
@@ -52,7 +56,9 @@ def check_config(env: str | None = None, *, config_file: str | None = None,
         problems.report(error)
         return CheckReport(None, tuple(problems.errors), 0)
     upstreams.stop(app)
-    return CheckReport(app.config["GATEWAY_ENV"], tuple(problems.errors), len(list(app.url_map.iter_rules())))
+    warning = None if problems.errors else limiter.per_worker_warning(app)
+    return CheckReport(app.config["GATEWAY_ENV"], tuple(problems.errors), len(list(app.url_map.iter_rules())),
+                       (warning,) if warning else ())
 
 
 def run_check(config_file: str | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -70,5 +76,7 @@ def run_check(config_file: str | None = None, out: TextIO | None = None, err: Te
         print(f"frontdesk: {count} configuration problem{'s' if count > 1 else ''}; the gateway would not start",
               file=err, flush=True)
         return REFUSED
+    for warning in report.warnings:
+        print(f"{WARNING_PREFIX} {warning}", file=err)
     print(f"frontdesk: configuration ok ({report.env}, {report.rules} rules)", file=out, flush=True)
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import time
@@ -18,6 +19,7 @@ from limits import parse
 from werkzeug.test import TestResponse
 
 from app.auth import public
+from app.check import check_config, run_check
 from app.config import ConfigError
 from app.inventory import LimitInfo, inventory
 from app.ratelimit import by_header, limiter, route_limits_of
@@ -211,19 +213,35 @@ def test_a_bad_route_limit_is_refused(make_app: AppFactory, backend: Backend) ->
     assert caught.value.key == "routes[0].limits"
 
 
-def test_memory_storage_with_several_workers_warns_or_refuses(
-        make_app: AppFactory, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("GATEWAY_WORKERS", "1")
-    make_app()
-    assert "RATE LIMITS ARE PER WORKER" not in capsys.readouterr().err
+@pytest.mark.parametrize("limited", [False, True], ids=["no limit anywhere", "a route limit"])
+def test_memory_storage_with_several_workers_warns_once_in_the_check_or_refuses(
+        make_app: AppFactory, backend: Backend, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, limited: bool) -> None:
+    settings = config(backend, limits=["3/minute"] if limited else [])
     monkeypatch.setenv("GATEWAY_WORKERS", "2")
-    make_app()
-    assert "RATE LIMITS ARE PER WORKER" in capsys.readouterr().err
-    with pytest.raises(ConfigError) as caught:
-        make_app(RATELIMIT={"exact": True})
-    assert caught.value.key == "ratelimit.storage_uri" and "2 workers" in str(caught.value)
+    app = make_app(**settings)
+    assert "RATE LIMITS ARE PER WORKER" not in capsys.readouterr().err  # building an app never warns
+    warning = limiter.per_worker_warning(app)
+    assert (warning is not None) is limited
+    report = check_config("testing", **settings)
+    assert report.ok and report.warnings == ((warning,) if limited else ())
+    out, err = io.StringIO(), io.StringIO()
+    monkeypatch.setenv("GATEWAY_ENV", "testing")
+    file = tmp_path / "gateway.toml"
+    file.write_text(f'[upstreams.echo]\ntargets = ["{backend.url}"]\n[[routes]]\npath = "/<path:rest>"\n'
+                    f'upstream = "echo"\nauth = "public"\n' + ('limits = ["3/minute"]\n' if limited else ""))
+    monkeypatch.setenv("GATEWAY_CONFIG", str(file))
+    assert run_check(out=out, err=err) == 0
+    assert err.getvalue().count("RATE LIMITS ARE PER WORKER") == (1 if limited else 0)
+    if limited:
+        with pytest.raises(ConfigError) as caught:
+            make_app(**config(backend, limits=["3/minute"], exact=True))
+        assert caught.value.key == "ratelimit.storage_uri" and "2 workers" in str(caught.value)
+    else:
+        make_app(**config(backend, exact=True))  # nothing to count: nothing to refuse
     monkeypatch.setenv("GATEWAY_WORKERS", "1")
-    make_app(RATELIMIT={"exact": True})  # one worker counts exactly, even in memory
+    assert limiter.per_worker_warning(make_app(**config(backend, limits=["3/minute"]))) is None
+    make_app(**config(backend, limits=["3/minute"], exact=True))  # one worker counts exactly, even in memory
 
 
 # --- Redis --------------------------------------------------------------------------------------

@@ -18,10 +18,11 @@ from redis.retry import Retry
 
 from app import metrics
 from app.auth import auth
-from app.config import ConfigError
+from app.config import ConfigError, problems_of
 from app.current import current_gateway, current_globals, current_request, current_request_context
 from app.edge import RATE_LIMIT_ENVIRON
 from app.errors import problem_response
+from app.policies import route_policy
 from app.health import health
 from app.ratelimit.headers import Usage, ietf_headers, legacy_headers, retry_after
 from app.ratelimit.keys import by_client_address, by_consumer, plan_of
@@ -52,7 +53,6 @@ class GatewayLimiter(Limiter):
     def init_app(self, app: Flask) -> None:
         """Read [ratelimit], build the storage and strategy, register the hooks and the 429 handler."""
         settings = read_ratelimit(app.config)
-        _check_workers(settings, worker_count())
         _check_plans(settings, app)
         self._storage_uri = settings.storage_uri
         self._storage_options = _storage_options(settings)
@@ -118,6 +118,24 @@ class GatewayLimiter(Limiter):
     def shared_limit(self, *args: Any, **kwargs: Any) -> PolicyLimit:
         """Flask-Limiter's ``shared_limit``, as the limit layer of the view's policy record."""
         return policy_limit(super().shared_limit(*args, **kwargs), self)
+
+    def check(self, app: Flask) -> None:
+        """Refuse memory:// with several workers when ``exact`` asks for exact counts and a limit exists."""
+        settings = self.runtime(app).settings
+        reason = _per_worker(settings, worker_count())
+        if settings.exact and reason is not None and _uses_limits(app, settings):
+            problems_of(app).report(ConfigError(
+                "ratelimit.storage_uri", settings.storage_uri,
+                f"a shared storage (redis://...) with ratelimit.exact = true: {reason}"), after="RATELIMIT")
+
+    def per_worker_warning(self, app: Flask) -> str | None:
+        """The warning the configuration check prints once per start when limits will count per worker."""
+        settings = self.runtime(app).settings
+        reason = _per_worker(settings, worker_count())
+        if reason is None or not _uses_limits(app, settings):
+            return None
+        return (f"RATE LIMITS ARE PER WORKER: ratelimit.storage_uri = memory:// ({reason}); set a redis:// "
+                f"storage, or exact = true to refuse")
 
     def has_plans(self, app: Flask) -> bool:
         """Whether [ratelimit.plans] names a plan (False when the section was refused: ``gateway check``)."""
@@ -194,15 +212,19 @@ def _storage_options(settings: RateLimitSettings) -> dict[str, Any]:
             "retry": Retry(NoBackoff(), 0), "health_check_interval": 0}
 
 
-def _check_workers(settings: RateLimitSettings, workers: int) -> None:
+def _per_worker(settings: RateLimitSettings, workers: int) -> str | None:
+    """Why counts are not exact, when memory:// storage meets several workers; None when they are."""
     if settings.shared_storage or workers < 2:
-        return
-    if settings.exact:
-        raise ConfigError("ratelimit.storage_uri", settings.storage_uri,
-                          f"a shared storage (redis://...) with ratelimit.exact = true: memory:// counts per "
-                          f"worker, and {workers} workers would let {workers} times each limit through")
-    log.warning(f"RATE LIMITS ARE PER WORKER: ratelimit.storage_uri = memory:// with {workers} workers lets up "
-                f"to {workers} times each limit through; set a redis:// storage, or exact = true to refuse")
+        return None
+    return (f"memory:// counts per worker, and {workers} workers would let up to {workers} times each limit "
+            f"through")
+
+
+def _uses_limits(app: Flask, settings: RateLimitSettings) -> bool:
+    """Whether anything in the built app counts: an app-wide limit, a plan, a blueprint limit or a route's."""
+    manager = limiter.limit_manager
+    return bool(settings.default or settings.plans or manager._blueprint_limits or any(
+        route_policy(view).settings("limit") for view in app.view_functions.values()))
 
 
 def _check_plans(settings: RateLimitSettings, app: Flask) -> None:
