@@ -25,9 +25,12 @@ ORDER_SCHEMA = ('{ type = "object", required = ["sku", "qty"], properties = { '
 
 
 def _config(backend: Backend) -> str:
-    # Every upstream the project's blueprints need points at the fake backend, under a prefix its
-    # scripted /_/... paths can never be reached through.
+    # The sample code families too, and every upstream they need pointed at the fake backend, under a
+    # prefix its scripted /_/... paths can never be reached through.
     return f"""
+[gateway]
+blueprints = ["blueprints.users:bp", "blueprints.web:bp", "blueprints.mobile:bp"]
+
 [upstreams.users]
 targets = ["{backend.url}"]
 
