@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Rebuilt whenever the dependencies in setup.cfg change.
 STAMP := $(VENV)/.installed
 
-.PHONY: run token test lint typecheck pytest check-config clean bench bench-quick
+.PHONY: run token test lint typecheck pytest check-config clean bench bench-quick image image-local
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,8 @@ token: $(STAMP)
 test: lint typecheck pytest
 
 lint: $(STAMP)
-	$(BIN)/flake8 app blueprints settings tests examples bench wsgi.py worker.py gunicorn.conf.py
+	$(BIN)/flake8 app blueprints settings tests examples bench deploy wsgi.py worker.py gunicorn.conf.py
+	$(BIN)/hadolint deploy/Containerfile
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -47,6 +48,14 @@ bench: $(STAMP)
 ## bench-quick: the same harness, one second per contender; the report goes to a temp directory
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.run --quick
+
+## image: the gateway's image from deploy/Containerfile with buildah (BASE=... picks the base image; IMAGE=... the tag)
+image:
+	$(PYTHON) deploy/image.py build $(if $(BASE),--base $(BASE))
+
+## image-local: the same on a Debian bookworm base made here by debootstrap (cached), for machines without a registry
+image-local:
+	$(PYTHON) deploy/image.py build --local-base
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache
