@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 from tests.deploy import (CONFIG_PATH, KUBERNETES, ROOT, SECRET_VALUES, container, deployment_environment, gateway_toml,
                           load_yaml, resources)
+from tests.fakes import free_port
 
 CONTAINERFILE = ROOT / "deploy" / "Containerfile"
 KINDS = {"ConfigMap", "Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler"}
@@ -167,3 +169,72 @@ def test_containerfile_passes_hadolint(tmp_path: Path) -> None:
     result = subprocess.run([_hadolint(), str(sloppy)], capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert {"DL3007", "DL3013", "DL3025"} <= set(re.findall(r"DL\d{4}", result.stdout))
+
+
+COMPOSE = ROOT / "deploy" / "compose"
+
+
+def _compose_environment(service: dict[str, Any]) -> dict[str, str]:
+    """A gateway service's environment as compose gives it: required variables from SECRET_VALUES, defaults kept."""
+    required = {"FRONTDESK_CI_KEY_SHA256": SECRET_VALUES["api-key-ci-sha256"],
+                "FRONTDESK_METRICS_TOKEN": SECRET_VALUES["metrics-token"]}
+
+    def interpolate(value: str) -> str:
+        found = re.fullmatch(r"\$\{(\w+)(:\?|:-)(.*)\}", value)
+        if not found:
+            return value
+        name, operator, rest = found.groups()
+        return required[name] if operator == ":?" else rest
+
+    return {key: interpolate(str(value)) for key, value in service["environment"].items()}
+
+
+def test_compose_runs_two_instances_of_the_image_behind_nginx_and_redis() -> None:
+    compose = load_yaml(COMPOSE / "compose.yaml")
+    services = compose["services"]
+    assert set(services) == {"frontdesk-1", "frontdesk-2", "redis", "nginx"}
+    graceful = int(deployment_environment()["GATEWAY_GRACEFUL_TIMEOUT"])
+    for name in ("frontdesk-1", "frontdesk-2"):
+        service = services[name]
+        assert (COMPOSE / service["build"]["context"]).resolve() == ROOT
+        assert service["build"]["dockerfile"] == "deploy/Containerfile"
+        assert service["read_only"] is True and [mount.split(":")[0] for mount in service["tmpfs"]] == ["/tmp"]
+        assert int(service["stop_grace_period"].rstrip("s")) > graceful
+        assert f"./gateway.toml:{CONFIG_PATH}:ro" in service["volumes"]
+        # Secrets are required from the caller's environment, never written down here.
+        for key in ("GATEWAY_AUTH__API_KEYS__CONSUMERS__CI__KEY_SHA256", "GATEWAY_METRICS__TOKEN"):
+            assert re.fullmatch(r"\$\{\w+:\?.+\}", service["environment"][key])
+    port = _image_env()["GATEWAY_BIND"].rsplit(":", 1)[1]
+    upstream = re.search(r"upstream frontdesk \{(.*?)\}", (COMPOSE / "nginx.conf").read_text(), re.DOTALL)
+    assert upstream is not None
+    servers = set(re.findall(r"^\s*server (\S+?)(?:\s|;)", upstream.group(1), re.MULTILINE))
+    assert servers == {f"frontdesk-1:{port}", f"frontdesk-2:{port}"}
+    published = services["nginx"]["ports"][0].rsplit(":", 1)[1]
+    assert re.search(rf"^\s*listen {published};", (COMPOSE / "nginx.conf").read_text(), re.MULTILINE)
+
+
+def test_compose_gateway_file_is_accepted_and_shares_redis(tmp_path: Path) -> None:
+    text = (COMPOSE / "gateway.toml").read_text()
+    assert 'storage_uri = "redis://redis:6379/0"' in text and 'shared_uri = "redis://redis:6379/1"' in text
+    toml = tmp_path / "gateway.toml"
+    toml.write_text(text)
+    env = _compose_environment(load_yaml(COMPOSE / "compose.yaml")["services"]["frontdesk-1"])
+    result = _check(env, toml)
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_nginx_conf_is_valid(tmp_path: Path) -> None:
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    if nginx is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("nginx not found (apt-get install nginx)")
+        pytest.skip("nginx not found (apt-get install nginx)")
+    # nginx -t resolves the upstream names, which exist only on compose's network: check a copy on loopback.
+    conf = (COMPOSE / "nginx.conf").read_text()
+    conf = re.sub(r"frontdesk-\d:(\d+)", r"127.0.0.1:\1", conf)
+    conf = conf.replace("listen 8080;", f"listen 127.0.0.1:{free_port()};")
+    path = tmp_path / "nginx.conf"
+    path.write_text(conf)
+    result = subprocess.run([nginx, "-t", "-p", str(tmp_path), "-c", str(path), "-e", str(tmp_path / "error.log"),
+                             "-g", f"pid {tmp_path / 'nginx.pid'};"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
