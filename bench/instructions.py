@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench.harness.gateway import HS_SECRET, gateway_toml
+from bench.harness.gateway import HS_SECRET, gateway_toml, mint_hs256
 from bench.harness.services import ROOT, start_python_upstream
 
 #: case -> (app, path): the gateway as `make bench` deploys it, and the two Flask references.
@@ -38,6 +38,7 @@ CASES = {
     "livez": ("gateway", "/livez"),
     "hit": ("gateway", "/cached/json"),
     "pass": ("gateway", "/pass/json"),
+    "jwt": ("gateway", "/jwt/json"),  # a bearer token checked, a limit counted (memory://), then forwarded
     "floor": ("floor", "/json"),
 }
 _TOTAL = re.compile(r"Collected : (\d+)")
@@ -143,9 +144,14 @@ def _start_response(status: str, headers: list[tuple[str, str]], exc_info: Any =
     return lambda data: None
 
 
+_BEARER = "Bearer " + mint_hs256()
+
+
 def _environ(path: str) -> dict[str, Any]:
-    """What gunicorn hands a worker's app for ``GET path`` from wrk."""
+    """What gunicorn hands a worker's app for ``GET path`` from wrk (with a bearer token on the JWT route)."""
+    credentials = {"HTTP_AUTHORIZATION": _BEARER} if path.startswith("/jwt/") else {}
     return {
+        **credentials,
         "REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "PATH_INFO": path, "QUERY_STRING": "", "RAW_URI": path,
         "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
         "SERVER_SOFTWARE": "gunicorn", "REMOTE_ADDR": "127.0.0.1", "REMOTE_PORT": "40000",
