@@ -104,3 +104,26 @@ class Gateway:
         """SIGTERM the master by its pid, then SIGKILL if it does not go in time."""
         if self.process is not None:
             stop_by_pid(self.process)
+
+
+def exchange(gateway: Gateway, raw: bytes, timeout: float = 5.0, pause: float = 0.0, tail: bytes = b"") -> bytes:
+    """Send raw bytes (and, after ``pause`` seconds, ``tail``), half-close, read until the server closes or goes
+    quiet; what came back."""
+    host, port = gateway.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as connection:
+        try:
+            connection.sendall(raw)
+            if pause:
+                time.sleep(pause)
+            if tail:
+                connection.sendall(tail)
+            connection.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the server may close before reading everything (a refused head)
+        chunks = []
+        try:
+            while chunk := connection.recv(65536):
+                chunks.append(chunk)
+        except (socket.timeout, ConnectionResetError):
+            pass
+    return b"".join(chunks)

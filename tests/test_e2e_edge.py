@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections.abc import Iterator
 
@@ -13,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.fakes.backend import Backend
-from tests.gateway import Gateway, echo_toml
+from tests.gateway import Gateway, echo_toml, exchange
 
 pytestmark = pytest.mark.e2e
 
@@ -33,24 +32,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, backend_module: Backend) -
     running.start()
     yield running
     running.stop()
-
-
-def exchange(gateway: Gateway, raw: bytes, timeout: float = 5.0) -> bytes:
-    """Send raw bytes, read until the server closes or goes quiet; what came back."""
-    host, port = gateway.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=timeout) as connection:
-        try:
-            connection.sendall(raw)
-            connection.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass  # the server may close before reading everything (a refused head)
-        chunks = []
-        try:
-            while chunk := connection.recv(65536):
-                chunks.append(chunk)
-        except (socket.timeout, ConnectionResetError):
-            pass
-    return b"".join(chunks)
 
 
 def statuses(answer: bytes) -> list[int]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +21,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes.raw_upstream import RawUpstream, ok_answer
-from tests.gateway import Gateway
+from tests.gateway import Gateway, exchange
 
 pytestmark = pytest.mark.e2e
 
@@ -218,28 +217,6 @@ def test_no_call_stays_in_flight(gateway: Gateway) -> None:
     assert in_flight(gateway) == 0
 
 
-def raw_exchange(gateway: Gateway, raw: bytes, pause: float = 0.0, tail: bytes = b"") -> bytes:
-    """Send ``raw``, maybe wait and send ``tail``, then half-close; what came back."""
-    host, port = gateway.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as connection:
-        connection.sendall(raw)
-        if pause:
-            time.sleep(pause)
-        try:
-            if tail:
-                connection.sendall(tail)
-            connection.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-        chunks = []
-        try:
-            while chunk := connection.recv(65536):
-                chunks.append(chunk)
-        except (socket.timeout, ConnectionResetError):
-            pass
-    return b"".join(chunks)
-
-
 POST = b"POST /faults/ok/x HTTP/1.1\r\nHost: g\r\n"
 CLIENT_FAULTS = {
     # A malformed chunked body: the client's fault, a 400 problem.
@@ -258,7 +235,7 @@ def test_client_faults_are_never_the_upstreams(gateway: Gateway, name: str) -> N
     (400/408 problem), and everyone else is still served."""
     raw, pause, tail, status = CLIENT_FAULTS[name]
     with ThreadPoolExecutor(4) as pool:
-        answers = list(pool.map(lambda _: raw_exchange(gateway, raw, pause, tail), range(4)))
+        answers = list(pool.map(lambda _: exchange(gateway, raw, 10.0, pause, tail), range(4)))
     for answer in answers:
         assert answer.startswith(b"HTTP/1.1 %d" % status), answer[:300]
         assert b"application/problem+json" in answer
@@ -280,8 +257,8 @@ def test_connection_options_never_remove_the_gateways_fields(gateway: Gateway, u
 
 def test_gunicorn_trusts_no_peer(gateway: Gateway, upstream: RawUpstream) -> None:
     """With [edge] trusted_proxies = 0, a loopback client's X-Forwarded-Proto and SCRIPT_NAME change nothing."""
-    answer = raw_exchange(gateway, b"GET /ok/trust HTTP/1.1\r\nHost: g\r\nX-Forwarded-Proto: https\r\n"
-                                   b"X-Forwarded-Ssl: on\r\nSCRIPT_NAME: /ok\r\nConnection: close\r\n\r\n")
+    answer = exchange(gateway, b"GET /ok/trust HTTP/1.1\r\nHost: g\r\nX-Forwarded-Proto: https\r\n"
+                               b"X-Forwarded-Ssl: on\r\nSCRIPT_NAME: /ok\r\nConnection: close\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"id=trust")
     (received,) = upstream.received(b"/ok/trust")
     assert received.startswith(b"GET /ok/trust HTTP/1.1")  # the path is the client's, whole
