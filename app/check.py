@@ -47,7 +47,7 @@ class CheckReport:
 def check_config(env: str | None = None, *, config_file: str | None = None,
                  blueprints: Iterable[Blueprint] | None = None, **overrides: Any) -> CheckReport:
     """Build the gateway as a worker would, collecting every problem; arguments as for ``create_app``."""
-    from app import create_app  # here, not at the top: app imports the CLI, which imports this module
+    from app.factory import create_app  # here, not at the top: the factory imports the CLI, which imports this module
 
     problems = Problems(collect=True)
     try:

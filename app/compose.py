@@ -31,7 +31,7 @@ from werkzeug.exceptions import BadGateway, GatewayTimeout
 
 from app import metrics
 from app.caching import PARTIAL_HEADER, mark_uncacheable
-from app.edge import ROUTE_ENVIRON
+from app.environ import ROUTE_ENVIRON
 from app.errors import GatewayError
 from app.parts import PartFailure, fetch_part
 from app.proxy import upstreams

@@ -19,31 +19,28 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import metrics
 from app.config import Section
+from app.environ import (
+    CACHE_ENVIRON,
+    CONSUMER_ENVIRON,
+    RATE_LIMIT_ENVIRON,
+    REQUEST_ID_ENVIRON,
+    ROUTE_ENVIRON,
+    TRACE_ENVIRON,
+    UPSTREAM_DURATION_ENVIRON,
+    UPSTREAM_ENVIRON,
+    connection_tokens,
+)
 from app.guard import GuardSettings, read_guard_settings
 from app.logs import current_request_id, write_access_line
-from app.tracing import TRACE_ENVIRON, RequestSpan, Tracer, W3CTracer
+from app.tracing import RequestSpan, Tracer, W3CTracer
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 __all__ = [
-    "CACHE_ENVIRON", "CONSUMER_ENVIRON", "RATE_LIMIT_ENVIRON", "REQUEST_ID_ENVIRON", "ROUTE_ENVIRON",
-    "SPOOFABLE", "UPSTREAM_DURATION_ENVIRON", "UPSTREAM_ENVIRON", "EdgeSettings", "RequestLog", "accept_request_id",
-    "connection_tokens", "read_edge_settings", "scrub_client_fields", "wrap_wsgi",
+    "SPOOFABLE", "EdgeSettings", "RequestLog", "accept_request_id", "read_edge_settings", "scrub_client_fields",
+    "wrap_wsgi",
 ]
-
-#: Where the request id sits in the WSGI environ for every layer below the edge.
-REQUEST_ID_ENVIRON = "frontdesk.request_id"
-#: Set by the transport so the access log can name the upstream and target that answered.
-UPSTREAM_ENVIRON = "frontdesk.upstream"
-#: Set by the transport: seconds the upstream took to answer with its response head.
-UPSTREAM_DURATION_ENVIRON = "frontdesk.upstream_duration"
-#: Set by the auth, cache and rate-limit layers (consumer id, never a credential; hit/miss; decision).
-CONSUMER_ENVIRON = "frontdesk.consumer"
-CACHE_ENVIRON = "frontdesk.cache"
-RATE_LIMIT_ENVIRON = "frontdesk.rate_limit"
-#: Set by a Flask hook: the matched rule, for the access log and the metrics' route label.
-ROUTE_ENVIRON = "frontdesk.route"
 
 # Bounded length and a conservative alphabet: the id is echoed into headers and logs.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~:+/=-]{0,127}")
@@ -64,13 +61,6 @@ SPOOFABLE = frozenset({
 _SPOOFABLE_KEYS = tuple("HTTP_" + name.upper().replace("-", "_") for name in sorted(SPOOFABLE))
 # Fields the server itself reads to frame and route the request: a Connection option never removes them.
 _FRAMING = frozenset({"host", "content-length", "content-type", "transfer-encoding"})
-
-
-def connection_tokens(value: str | None) -> frozenset[str]:
-    """The field names a Connection field lists: they are hop-by-hop too."""
-    if not value:
-        return frozenset()
-    return frozenset(token.strip().lower() for token in value.split(",") if token.strip())
 
 
 def scrub_client_fields(environ: WSGIEnvironment) -> None:

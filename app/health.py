@@ -5,14 +5,14 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from app.auth import public
+from app.environ import DRAINING_ENVIRON
 from app.proxy import upstreams
 
-__all__ = ["DRAINING_ENVIRON_KEY", "LIVE_PATH", "READY_PATH", "health"]
+__all__ = ["LIVE_PATH", "READY_PATH", "health"]
 
 LIVE_PATH = "/livez"
 READY_PATH = "/readyz"
 #: Set by the gunicorn worker (worker.py) on every request once it has been told to stop.
-DRAINING_ENVIRON_KEY = "frontdesk.draining"
 
 #: The health endpoints' blueprint; registered first, with no policy decorators.
 health = Blueprint("health", __name__)
@@ -29,7 +29,7 @@ def live() -> Response:
 @public
 def ready() -> Response:
     """The worker has its settings, pools and routes, every critical upstream a usable target, and is not draining."""
-    if request.environ.get(DRAINING_ENVIRON_KEY):
+    if request.environ.get(DRAINING_ENVIRON):
         # Stopping: a load balancer should send no more; what is in flight still completes.
         response = jsonify(status="not ready", draining=True)
         response.status_code = 503

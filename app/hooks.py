@@ -7,7 +7,7 @@ from flask import Flask
 from app.auth import take_credentials
 from app.caching import invalidate_after_write
 from app.current import current_request
-from app.edge import ROUTE_ENVIRON
+from app.environ import ROUTE_ENVIRON
 
 __all__ = ["install_hooks"]
 

@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
+from app.environ import ROUTE_ENVIRON
 from app.tracing import TracingSettings, parse_traceparent
 
 if TYPE_CHECKING:
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["OTelTracer"]
 
 # Where app/edge.py's hook leaves the matched rule (not imported: edge imports tracing).
-_ROUTE_ENVIRON = "frontdesk.route"
 
 
 class _CallSpan:
@@ -71,7 +71,7 @@ class _RequestSpan:
         return _CallSpan(span)
 
     def end(self, status: int | None) -> None:
-        route = self.environ.get(_ROUTE_ENVIRON)
+        route = self.environ.get(ROUTE_ENVIRON)
         method = self.environ.get("REQUEST_METHOD", "")
         self.span.update_name(f"{method} {route}" if route else method)
         if route:

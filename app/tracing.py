@@ -21,14 +21,13 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
 __all__ = [
-    "TRACE_ENVIRON", "CallSpan", "RequestSpan", "Tracer", "TracingSettings", "W3CTracer", "build_tracer",
+    "CallSpan", "RequestSpan", "Tracer", "TracingSettings", "W3CTracer", "build_tracer",
     "parse_traceparent", "read_tracing_settings",
 ]
 
 log = logging.getLogger("frontdesk.tracing")
 
 #: Where the request's span sits in the WSGI environ, for the transport and the access log.
-TRACE_ENVIRON = "frontdesk.trace"
 
 # version 00 (any other version is read by its first four fields, as the spec asks), lower-case hex.
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")

@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 
 from app.auth.errors import KeysUnavailable
 from app.auth.keys import JwksError, JwksKeys, parse_jwks
-from app.tracing import TRACE_ENVIRON
+from app.environ import TRACE_ENVIRON
 from tests.conftest import AppFactory
 from tests.fakes import free_port
 from tests.fakes.backend import Backend

@@ -8,7 +8,7 @@ import sys
 from flask.testing import FlaskClient
 
 import worker
-from app.health import DRAINING_ENVIRON_KEY
+from app.environ import DRAINING_ENVIRON as DRAINING_ENVIRON_KEY
 
 
 def test_the_app_reads_the_key_the_worker_sets() -> None:

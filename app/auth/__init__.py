@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.auth.extension import API_KEY_ENVIRON, Auth, AuthRuntime, auth, take_credentials
+from app.auth.extension import Auth, AuthRuntime, auth, take_credentials
 from app.auth.policy import (
     PUBLIC,
     AuthPolicy,
@@ -18,7 +18,7 @@ from app.auth.principal import Principal
 from app.auth.settings import AuthSettings, read_auth
 
 __all__ = [
-    "API_KEY_ENVIRON", "PUBLIC", "Auth", "AuthPolicy", "AuthRuntime", "AuthSettings", "Principal", "apply_policy",
+    "PUBLIC", "Auth", "AuthPolicy", "AuthRuntime", "AuthSettings", "Principal", "apply_policy",
     "auth", "policy_of", "public", "read_auth", "read_route_policy", "require_api_key", "require_auth",
     "require_jwt", "take_credentials",
 ]

@@ -19,15 +19,15 @@ from app.auth.principal import Principal, identity_headers
 from app.auth.settings import AuthSettings, JwtSettings, read_auth
 from app.auth.tokens import JwtVerifier, bearer_token, scopes_of, static_keys
 from app.current import current_gateway, current_request
+from app.environ import API_KEY_ENVIRON
 from app.proxy import upstreams
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
-__all__ = ["API_KEY_ENVIRON", "Auth", "AuthRuntime", "auth"]
+__all__ = ["Auth", "AuthRuntime", "auth"]
 
 #: Where the request hook puts the client's API key once it is off the headers.
-API_KEY_ENVIRON = "frontdesk.api_key"
 _MAX_JWKS_BYTES = 512 * 1024
 
 log = logging.getLogger("frontdesk.auth")

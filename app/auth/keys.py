@@ -21,7 +21,8 @@ from gevent.event import Event
 
 from app import metrics
 from app.auth.errors import KeysUnavailable
-from app.tracing import TRACE_ENVIRON, RequestSpan
+from app.environ import TRACE_ENVIRON
+from app.tracing import RequestSpan
 
 __all__ = [
     "JwksError", "JwksKeys", "KeySource", "StaticKeys", "VerifyingKey", "algorithms_for", "key_from_jwk",

@@ -18,7 +18,7 @@ from app.auth.errors import InsufficientScope, InvalidCredentials, KeysUnavailab
 from app.auth.settings import check_scope
 from app.config import ConfigError, problems_of
 from app.current import current_gateway, current_globals, current_request
-from app.edge import CONSUMER_ENVIRON
+from app.environ import CONSUMER_ENVIRON
 from app.policies import add_policy, route_policy
 
 __all__ = [

@@ -11,7 +11,7 @@ from app import metrics
 from app.caching.entry import CachedResponse
 from app.caching.policy import header_values
 from app.current import current_request
-from app.edge import CACHE_ENVIRON
+from app.environ import CACHE_ENVIRON
 from app.errors import UpstreamUnreachable
 from app.proxy import ProxyResponse
 

@@ -10,7 +10,7 @@ import gevent
 from flask import Request, Response
 
 from app import metrics
-from app.auth import API_KEY_ENVIRON, Principal
+from app.auth import Principal
 from app.caching.entry import CachedResponse, VarySpec
 from app.caching.errors import CacheWaitTimeout
 from app.caching.keys import url_key, variant_key, vary_spec
@@ -19,7 +19,7 @@ from app.caching.responses import content_length_headers, fresh_response, not_mo
 from app.caching.runtime import CacheRuntime, Flight
 from app.caching.settings import RouteCache
 from app.current import current_gateway, current_globals, current_request
-from app.proxy.upstream import raw_target
+from app.environ import API_KEY_ENVIRON, raw_target
 
 __all__ = ["PARTIAL_ENVIRON", "PARTIAL_HEADER", "consumer_key", "mark_uncacheable", "serve"]
 

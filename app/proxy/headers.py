@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from urllib3.util import SKIP_HEADER
 
-from app.edge import connection_tokens
+from app.environ import connection_tokens
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment

@@ -6,7 +6,7 @@ import functools
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import requests
 from flask import Blueprint, Flask, current_app
@@ -15,7 +15,7 @@ from flask.blueprints import BlueprintSetupState
 from app import metrics
 from app.config import ConfigError, problems_of
 from app.current import current_gateway, current_request
-from app.edge import UPSTREAM_DURATION_ENVIRON, UPSTREAM_ENVIRON
+from app.environ import PATH_SAFE, TRACE_ENVIRON, UPSTREAM_DURATION_ENVIRON, UPSTREAM_ENVIRON, raw_target
 from app.errors import UpstreamBusy
 from app.proxy.attempts import call
 from app.proxy.client import UpstreamState, build_session, build_states
@@ -25,13 +25,11 @@ from app.proxy.monitor import Monitor
 from app.proxy.paths import check_path
 from app.proxy.settings import UpstreamSettings, read_upstreams
 from app.proxy.transport import ProxyResponse, build_request, build_response
-from app.tracing import TRACE_ENVIRON, CallSpan, RequestSpan
+from app.tracing import CallSpan, RequestSpan
 
-__all__ = ["Upstream", "Upstreams", "raw_target", "start_attempt", "upstreams"]
+__all__ = ["Upstream", "Upstreams", "start_attempt", "upstreams"]
 
 _EXTENSION = "frontdesk.upstreams"
-# Characters a path may carry unencoded; "%" keeps escapes the caller already made.
-_PATH_SAFE = "/!$&'()*+,;=:@-._~%"
 
 
 @dataclass(frozen=True)
@@ -134,7 +132,7 @@ class Upstream:
         environ = current_request().environ
         raw_path, _, raw_query = raw_target(environ)
         check_path(raw_path)
-        upstream_path = raw_path if path is None else quote(path, safe=_PATH_SAFE)
+        upstream_path = raw_path if path is None else quote(path, safe=PATH_SAFE)
         query = raw_query if query is None else query
         url = f"{upstream_path}?{query}" if query else upstream_path
 
@@ -204,15 +202,3 @@ def _start_call(environ: dict[str, Any], upstream: str, target: str, headers: di
     else:
         headers["Tracestate"] = span.tracestate
     return call
-
-
-def raw_target(environ: dict[str, object]) -> tuple[str, str, str]:
-    """The path and query exactly as the client sent them (absolute-form reduced to origin-form)."""
-    uri = environ.get("RAW_URI") or environ.get("REQUEST_URI")
-    if isinstance(uri, str) and uri:
-        if not uri.startswith("/"):
-            parts = urlsplit(uri)
-            return parts.path or "/", "?", parts.query
-        return uri.partition("?")
-    path = quote(str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", "")), safe=_PATH_SAFE)
-    return path, "?", str(environ.get("QUERY_STRING", ""))

@@ -20,10 +20,9 @@ from app import metrics
 from app.auth import auth
 from app.config import ConfigError, problems_of
 from app.current import current_gateway, current_globals, current_request, current_request_context
-from app.edge import RATE_LIMIT_ENVIRON
+from app.environ import RATE_LIMIT_ENVIRON
 from app.errors import problem_response
 from app.policies import route_policy
-from app.health import health
 from app.ratelimit.headers import Usage, ietf_headers, legacy_headers, retry_after
 from app.ratelimit.keys import by_client_address, by_consumer, plan_of
 from app.ratelimit.layer import PolicyLimit, policy_limit
@@ -150,7 +149,6 @@ class GatewayLimiter(Limiter):
 
 #: The one instance: ``create_app`` initialises it, code routes decorate with ``limiter.limit(...)``.
 limiter = GatewayLimiter(key_func=by_client_address)
-limiter.exempt(health)
 
 
 @limiter.request_filter

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from flask import Response, request
 
-from app.edge import UPSTREAM_ENVIRON
+from app.environ import UPSTREAM_ENVIRON
 from app.errors import PROBLEM_JSON
 from app.logs import current_request_id
 
