@@ -30,6 +30,7 @@ test: lint typecheck pytest
 lint: $(STAMP)
 	$(BIN)/flake8 app blueprints settings tests examples bench deploy wsgi.py worker.py gunicorn.conf.py
 	$(BIN)/hadolint deploy/Containerfile
+	$(BIN)/lint-imports --no-cache  # the layers' contracts in setup.cfg ([importlinter])
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -57,7 +57,7 @@ limit_request_fields = 100
 limit_request_field_size = 16384  # a large JWT fits
 
 # --- Whom gunicorn believes: nobody -------------------------------------------------------
-# The gateway's [edge] trusted_proxies is the one trust setting (ProxyFix, app/edge.py). gunicorn's
+# The gateway's [edge] trusted_proxies is the one trust setting (ProxyFix, app/edge/wsgi.py). gunicorn's
 # own defaults believe a loopback (or any Unix-socket) peer's X-Forwarded-Proto and SCRIPT_NAME
 # headers; a client on the same host, or a sidecar, could then change the scheme and the routing.
 forwarded_allow_ips = ""

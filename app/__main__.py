@@ -1,6 +1,6 @@
 """``python -m app check [--config FILE]``: the configuration check without Flask's CLI (gunicorn's preflight).
 
-The same check as ``flask gateway check`` (app/check.py): 0 when the gateway would start,
+The same check as ``flask gateway check`` (app/operators/check.py): 0 when the gateway would start,
 3 with every problem on stderr, one line each, when it would not; 2 for a wrong command line.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from app.check import run_check
+from app.operators.check import run_check
 
 _USAGE = "usage: python -m app check [--config FILE]"
 

@@ -27,7 +27,7 @@ CACHE_ENVIRON = "frontdesk.cache"
 RATE_LIMIT_ENVIRON = "frontdesk.rate_limit"
 #: Set by a Flask hook: the matched rule, for the access log and the metrics' route label.
 ROUTE_ENVIRON = "frontdesk.route"
-#: Set by the edge: the request's span (app/tracing.py), read by every layer that makes a child span.
+#: Set by the edge: the request's span (app/observability/tracing.py), read by every layer that makes a child span.
 TRACE_ENVIRON = "frontdesk.trace"
 #: Set by the auth hook: the API key, moved off the headers before any view can forward it.
 API_KEY_ENVIRON = "frontdesk.api_key"

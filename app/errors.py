@@ -18,7 +18,7 @@ from werkzeug.exceptions import (
     ServiceUnavailable,
 )
 
-from app.logs import current_request_id
+from app.observability.logs import current_request_id
 
 __all__ = [
     "PROBLEM_JSON",

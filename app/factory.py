@@ -16,25 +16,25 @@ from flask import Blueprint, Flask
 from app.application import Gateway
 from app.auth import auth
 from app.caching import cache
-from app.check import ERROR_PREFIX, REFUSED
-from app.cli import gateway
+from app.operators.check import ERROR_PREFIX, REFUSED
+from app.operators.cli import gateway
 from app.config import PROBLEMS, ConfigError, Problems, load_config
 from app.edge import read_edge_settings, wrap_wsgi
 from app.errors import register_error_handlers
 from app.families import load_blueprints, read_gateway_settings
-from app.guard import EdgeGuard, compile_route_policies
+from app.edge.guard import EdgeGuard, compile_route_policies
 from app.health import health
 from app.hooks import install_hooks
-from app.logs import configure_logging, read_log_settings
-from app.metrics import configure as configure_metrics
-from app.metrics_endpoint import build_metrics_blueprint, read_metrics_settings
-from app.openapi.endpoint import openapi
+from app.observability.logs import configure_logging, read_log_settings
+from app.observability.metrics import configure as configure_metrics
+from app.operators.metrics_endpoint import build_metrics_blueprint, read_metrics_settings
+from app.operators.openapi.endpoint import openapi
 from app.policies import check_order
 from app.proxy import upstreams
 from app.ratelimit import limiter
 from app.routes import DECLARED, build_routes_blueprint, read_routes
-from app.status import build_status_blueprint, read_status_settings
-from app.tracing import build_tracer, read_tracing_settings
+from app.operators.status import build_status_blueprint, read_status_settings
+from app.observability.tracing import build_tracer, read_tracing_settings
 
 __all__ = ["create_app", "create_app_or_exit"]
 
@@ -52,7 +52,7 @@ def create_app(
     """Build the gateway: ``env`` picks the settings class, ``overrides`` win over every source.
 
     ``blueprints`` replaces the configured list (``[gateway] blueprints``), for tests.
-    ``problems`` collects every bad setting instead of raising the first (app/check.py).
+    ``problems`` collects every bad setting instead of raising the first (app/operators/check.py).
     """
     problems = problems or Problems()
     env_name, config = load_config(env, config_file, overrides, problems=problems)
@@ -107,7 +107,7 @@ def create_app(
     auth.check(app)  # every route registered by now must carry an auth policy
     limiter.check(app)  # exact counts asked for, with a limit to count
     compile_route_policies(app, edge.guard)  # per-route edge settings, checked at start
-    app.cli.add_command(gateway)  # flask gateway routes / check (app/cli.py)
+    app.cli.add_command(gateway)  # flask gateway routes / check (app/operators/cli.py)
     return app
 
 

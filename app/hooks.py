@@ -1,4 +1,4 @@
-"""Flask-level hooks, registered in the order they run; the edge (app/edge.py) wraps them all."""
+"""Flask-level hooks, registered in the order they run; the edge (app/edge/wsgi.py) wraps them all."""
 
 from __future__ import annotations
 

@@ -11,11 +11,11 @@ from typing import Any
 from flask import Blueprint, Response
 from werkzeug.routing import Map, Rule, ValidationError
 
-from app.aggregate import AggregateSettings, read_aggregate, run_aggregate
+from app.compose.aggregate import AggregateSettings, read_aggregate, run_aggregate
 from app.auth import AuthPolicy, apply_policy, read_route_policy
 from app.caching import RouteCache, apply_cache, read_route_cache
 from app.config import ConfigError, Problems, Section
-from app.guard import EdgeOverride, apply_edge, read_edge_override
+from app.edge.guard import EdgeOverride, apply_edge, read_edge_override
 from app.openapi import RouteSchema, apply_schema, read_route_schema
 from app.proxy import ProxyResponse, Upstream, UpstreamPath
 from app.ratelimit import check_limits, limit_declared_route

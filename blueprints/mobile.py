@@ -13,7 +13,7 @@ from flask import Blueprint, Response
 from app import Upstream
 from app.auth import require_auth
 from app.compose import Call, parallel
-from app.shaping import Shape, dot_path
+from app.compose.shaping import Shape, dot_path
 
 bp = Blueprint("mobile", __name__, url_prefix="/mobile")
 Upstream("users", bp)

@@ -69,7 +69,7 @@ class Base:
         "allow_from": ["127.0.0.1/32", "::1/128"],
         # HTTP Basic credentials asked for on top of the address check; both or neither.
         "username": None,
-        # A werkzeug scrypt or pbkdf2 hash of the password (python -m app.status hash-password), best from
+        # A werkzeug scrypt or pbkdf2 hash of the password (python -m app.operators.status hash-password), best from
         # GATEWAY_STATUS__PASSWORD_HASH; never the password itself.
         "password_hash": None,
         "refresh": 10,  # seconds between the page's own reloads (an HTML meta refresh, no JavaScript); 0: never

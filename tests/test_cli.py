@@ -18,8 +18,8 @@ from app import ConfigError, Upstream, create_app
 from app.__main__ import main
 from app.auth import require_auth
 from app.caching import cache_response
-from app.check import REFUSED, check_config
-from app.guard import edge_policy
+from app.operators.check import REFUSED, check_config
+from app.edge.guard import edge_policy
 from app.ratelimit import by_consumer, limiter
 from tests.conftest import AppFactory
 from tests.gateway import Gateway

@@ -12,7 +12,7 @@ import pytest
 from app import create_app
 from app.config import ConfigError, Section, load_config
 from app.edge import read_edge_settings
-from app.logs import read_log_settings
+from app.observability.logs import read_log_settings
 from app.proxy.settings import read_upstreams
 from app.routes import read_routes
 from settings import ENVIRONMENTS, Base

@@ -10,7 +10,7 @@ from flask import Blueprint
 
 from app.auth import public
 from app.config import ConfigError
-from app.guard import edge_policy
+from app.edge.guard import edge_policy
 from tests.conftest import AppFactory
 from tests.fakes.backend import Backend
 

@@ -7,7 +7,7 @@ from flask import Blueprint
 from app import Upstream
 from app.auth import public, require_auth
 from app.caching import cache_response
-from app.inventory import LimitInfo, inventory
+from app.operators.inventory import LimitInfo, inventory
 from app.ratelimit import by_consumer, by_header, limiter
 from tests.conftest import AppFactory
 

@@ -13,7 +13,7 @@ from werkzeug.test import TestResponse
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from app import metrics
+from app.observability import metrics
 from app.config import ConfigError
 from tests.conftest import AppFactory, echo_config
 from tests.fakes import free_port

@@ -6,8 +6,8 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from app.metrics import BUCKETS
-from app.metrics_batch import Batch
+from app.observability.metrics import BUCKETS
+from app.observability.metrics_batch import Batch
 
 
 def _samples(registry: CollectorRegistry, name: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

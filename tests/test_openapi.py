@@ -17,9 +17,9 @@ from app import ConfigError, Upstream
 from app.auth import public, require_api_key, require_auth, require_jwt
 from app.caching import cache_response
 from app.openapi import declare_schema
-from app.openapi.cli import openapi_command
-from app.openapi.document import build_document
-from app.openapi.endpoint import openapi
+from app.operators.openapi.cli import openapi_command
+from app.operators.openapi.document import build_document
+from app.operators.openapi.endpoint import openapi
 from app.ratelimit import by_consumer, limiter
 from blueprints import mobile, users, web
 from tests.conftest import AppFactory

@@ -9,7 +9,7 @@ import pytest
 
 from prometheus_client import REGISTRY
 
-from app import metrics
+from app.observability import metrics
 from tests.conftest import AppFactory
 from tests.fakes.backend import Backend
 

@@ -19,9 +19,9 @@ from limits import parse
 from werkzeug.test import TestResponse
 
 from app.auth import public
-from app.check import check_config, run_check
+from app.operators.check import check_config, run_check
 from app.config import ConfigError
-from app.inventory import LimitInfo, inventory
+from app.operators.inventory import LimitInfo, inventory
 from app.ratelimit import by_header, limiter, route_limits_of
 from tests.conftest import AppFactory, echo_config
 from tests.fakes.backend import Backend

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from app.shaping import Shape, dot_path, group
-from app.xmljson import MAX_DEPTH, XMLRefused, xml_to_json
+from app.compose.shaping import Shape, dot_path, group
+from app.compose.xmljson import MAX_DEPTH, XMLRefused, xml_to_json
 
 ORDERS = {"total": 2, "items": [{"id": 1, "total": 9.5, "secret": "x", "lines": [{"sku": "A", "qty": 1}]},
                                 {"id": 2, "total": 3.0, "secret": "y", "lines": []}]}

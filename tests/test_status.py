@@ -106,8 +106,8 @@ def test_credentials_alone_may_open_the_page_to_every_address(make_app: AppFacto
 
 
 def test_password_checks_have_a_budget_per_worker() -> None:
-    from app.status.access import Gate, StatusBusy, StatusUnauthorized
-    from app.status.settings import read_status_settings
+    from app.operators.status.access import Gate, StatusBusy, StatusUnauthorized
+    from app.operators.status.settings import read_status_settings
 
     now = [100.0]
     settings = read_status_settings({"STATUS": {"enabled": True, "path": "/status", "allow_from": [],
@@ -285,7 +285,7 @@ def test_the_json_problem_carries_the_request_id(make_app: AppFactory) -> None:
 
 def test_the_hash_helper_prints_a_hash_the_settings_accept(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], make_app: AppFactory) -> None:
-    from app.status.__main__ import main
+    from app.operators.status.__main__ import main
 
     monkeypatch.setattr("getpass.getpass", lambda prompt="": PASSWORD)  # the terminal, not our code
     assert main(["hash-password"]) == 0

@@ -29,7 +29,7 @@ OK_REQUESTS = 40
 FAILED_REQUESTS = 6
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-# The page's chart colours (app/status/templates/status/page.html).
+# The page's chart colours (app/operators/status/templates/status/page.html).
 BAR_BLUE = (0x2B, 0x6C, 0xB0)
 ERROR_RED = (0xC5, 0x30, 0x30)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from app.metrics import BUCKETS
-from app.status.charts import duration, histogram_bars, ratio, sparkline
-from app.status.series import RateSeries
-from app.status.traffic import RouteTraffic, Traffic, quantile
+from app.observability.metrics import BUCKETS
+from app.operators.status.charts import duration, histogram_bars, ratio, sparkline
+from app.operators.status.series import RateSeries
+from app.operators.status.traffic import RouteTraffic, Traffic, quantile
 
 
 def traffic(requests: float, errors: float = 0.0, route: str = "/r") -> Traffic:

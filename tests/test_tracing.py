@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from app.tracing import W3CTracer, build_tracer, parse_traceparent, read_tracing_settings
+from app.observability.tracing import W3CTracer, build_tracer, parse_traceparent, read_tracing_settings
 from tests.conftest import AppFactory, echo_config
 from tests.fakes.backend import Backend
 
@@ -115,7 +115,7 @@ def test_without_the_otel_extra_the_gateway_runs_unchanged(make_app: AppFactory,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     # An import of a name mapped to None raises ImportError, as when the package is absent.
     monkeypatch.setitem(sys.modules, "opentelemetry", None)
-    monkeypatch.setitem(sys.modules, "app.otel", None)
+    monkeypatch.setitem(sys.modules, "app.observability.otel", None)
     settings = read_tracing_settings({"TRACING": {"otel": True, "service_name": "x", "otlp_endpoint": None}})
     assert isinstance(build_tracer(settings), W3CTracer)
     app = make_app(**echo_config(backend), TRACING={"otel": True})

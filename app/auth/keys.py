@@ -19,10 +19,10 @@ import jwt
 from flask import has_request_context, request
 from gevent.event import Event
 
-from app import metrics
+from app.observability import metrics
 from app.auth.errors import KeysUnavailable
 from app.environ import TRACE_ENVIRON
-from app.tracing import RequestSpan
+from app.observability.tracing import RequestSpan
 
 __all__ = [
     "JwksError", "JwksKeys", "KeySource", "StaticKeys", "VerifyingKey", "algorithms_for", "key_from_jwk",

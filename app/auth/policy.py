@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from flask import Flask
 
-from app import metrics
+from app.observability import metrics
 from app.auth.errors import InsufficientScope, InvalidCredentials, KeysUnavailable
 from app.auth.settings import check_scope
 from app.config import ConfigError, problems_of

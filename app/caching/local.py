@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from cachetools import TLRUCache
 
-from app import metrics
+from app.observability import metrics
 from app.caching.entry import CachedResponse, VarySpec, size_of
 
 __all__ = ["Journal", "LocalStore", "Marks"]

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from flask import Response, has_request_context
 
-from app import metrics
+from app.observability import metrics
 from app.caching.entry import CachedResponse
 from app.caching.policy import header_values
 from app.current import current_request

@@ -9,7 +9,7 @@ from typing import Any
 import gevent
 from flask import Request, Response
 
-from app import metrics
+from app.observability import metrics
 from app.auth import Principal
 from app.caching.entry import CachedResponse, VarySpec
 from app.caching.errors import CacheWaitTimeout

@@ -1,9 +1,7 @@
-"""Route schemas and the OpenAPI 3.1 document of the gateway (docs/openapi.md).
+"""Route schemas: the policy that declares and validates a route's bodies (docs/openapi.md).
 
-This package's top level holds what routes use (``declare_schema``, the declared routes' schema
-keys), so ``app.routes`` can import it. The document, its endpoint and its CLI command read the
-route inventory, which reads ``app.routes``: import them by module (``app.openapi.document``,
-``app.openapi.endpoint``, ``app.openapi.cli``), never from here, or the imports go round in a circle.
+The document built from them, its endpoint and its CLI command read the route inventory, so they
+sit with the operators' tools (app/operators/openapi/), above the routes.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from urllib3 import HTTPConnectionPool
 
-from app import metrics
+from app.observability import metrics
 from app.proxy.breaker import CLOSED, CircuitBreaker
 from app.proxy.policy import EjectPolicy, HealthPolicy, Resilience
 from app.proxy.settings import Target

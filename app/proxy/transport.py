@@ -22,7 +22,7 @@ from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionErro
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.wsgi import LimitedStream
 
-from app import metrics
+from app.observability import metrics
 from app.errors import (
     ClientBodyError,
     RequestBodyInvalid,

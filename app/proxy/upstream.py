@@ -12,7 +12,7 @@ import requests
 from flask import Blueprint, Flask, current_app
 from flask.blueprints import BlueprintSetupState
 
-from app import metrics
+from app.observability import metrics
 from app.config import ConfigError, problems_of
 from app.current import current_gateway, current_request
 from app.environ import PATH_SAFE, TRACE_ENVIRON, UPSTREAM_DURATION_ENVIRON, UPSTREAM_ENVIRON, raw_target
@@ -25,7 +25,7 @@ from app.proxy.monitor import Monitor
 from app.proxy.paths import check_path
 from app.proxy.settings import UpstreamSettings, read_upstreams
 from app.proxy.transport import ProxyResponse, build_request, build_response
-from app.tracing import CallSpan, RequestSpan
+from app.observability.tracing import CallSpan, RequestSpan
 
 __all__ = ["Upstream", "Upstreams", "start_attempt", "upstreams"]
 

@@ -16,7 +16,7 @@ from limits.errors import ConfigurationError
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from app import metrics
+from app.observability import metrics
 from app.auth import auth
 from app.config import ConfigError, problems_of
 from app.current import current_gateway, current_globals, current_request, current_request_context

@@ -1,0 +1,1 @@
+"""The gateway's OpenAPI 3.1 document, its endpoint and its CLI command (route schemas are app.openapi's)."""

@@ -1,0 +1,106 @@
+"""Who may see the status page: the client's network (the metrics endpoint's own check), then HTTP Basic."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import time
+from collections.abc import Callable
+
+from werkzeug.exceptions import Forbidden, TooManyRequests, Unauthorized
+from werkzeug.security import check_password_hash
+
+from app.errors import GatewayError
+from app.operators.metrics_endpoint import address_allowed
+from app.operators.status.settings import StatusSettings
+
+__all__ = ["Gate", "StatusBusy", "StatusForbidden", "StatusUnauthorized"]
+
+_PROBLEM_BASE = "https://frontdesk.dev/problems/"
+
+# A password hash costs ~0.14 s of CPU (werkzeug's scrypt default) and blocks the worker's event
+# loop meanwhile: each worker verifies at most this many unknown credentials per second, and
+# remembers the ones that passed, so a person reloading the page pays once.
+_CHECKS_PER_SECOND = 2.0
+_CHECK_BURST = 4.0
+_REMEMBERED = 16
+
+
+class StatusForbidden(GatewayError, Forbidden):
+    """The request came from an address outside [status] allow_from."""
+
+    problem = _PROBLEM_BASE + "status-forbidden"
+
+
+class StatusUnauthorized(GatewayError, Unauthorized):
+    """No credentials, or wrong ones, while [status] asks for them."""
+
+    problem = _PROBLEM_BASE + "status-unauthorized"
+    extra_headers = (("WWW-Authenticate", 'Basic realm="frontdesk status", charset="UTF-8"'),)
+
+
+class StatusBusy(GatewayError, TooManyRequests):
+    """More unknown credentials than this worker verifies per second."""
+
+    problem = _PROBLEM_BASE + "status-busy"
+    extra_headers = (("Retry-After", "1"),)
+
+
+class Gate:
+    """The page's access check in one worker: address, then credentials (with a budget for hashing)."""
+
+    def __init__(self, settings: StatusSettings, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._tokens = _CHECK_BURST
+        self._filled_at = clock()
+        # Digests of Authorization headers that passed: never the header itself.
+        self._passed: dict[bytes, None] = {}
+
+    def check(self, address: str | None, authorization: str | None) -> None:
+        """Raise unless the client may see the page."""
+        settings = self.settings
+        if settings.allow_from and not address_allowed(settings.allow_from, address):
+            raise StatusForbidden("The status page is not shown to this address.")
+        if settings.password_hash is None:
+            return
+        digest = hashlib.sha256((authorization or "").encode("utf-8", "surrogateescape")).digest()
+        if digest in self._passed:
+            return
+        credentials = _basic_credentials(authorization)
+        if credentials is None:
+            raise StatusUnauthorized("The status page asks for HTTP Basic credentials.")
+        if not self._take_token():
+            raise StatusBusy("Too many password checks right now; retry in a second.")
+        username, password = credentials
+        # Both always computed, so the time taken does not tell a wrong name from a wrong password.
+        name_ok = hmac.compare_digest(username.encode(), (settings.username or "").encode())
+        password_ok = check_password_hash(settings.password_hash, password)  # compares in constant time
+        if not (name_ok and password_ok):
+            raise StatusUnauthorized("The status page asks for HTTP Basic credentials.")
+        if len(self._passed) >= _REMEMBERED:
+            self._passed.pop(next(iter(self._passed)))
+        self._passed[digest] = None
+
+    def _take_token(self) -> bool:
+        now = self.clock()
+        self._tokens = min(_CHECK_BURST, self._tokens + (now - self._filled_at) * _CHECKS_PER_SECOND)
+        self._filled_at = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+
+def _basic_credentials(authorization: str | None) -> tuple[str, str] | None:
+    scheme, _, encoded = (authorization or "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    username, colon, password = decoded.partition(":")
+    return (username, password) if colon else None

@@ -1,8 +1,0 @@
-"""The operators' status page: routes and policies, upstream targets, traffic per route, recent errors."""
-
-from __future__ import annotations
-
-from app.status.page import build_status_blueprint
-from app.status.settings import StatusSettings, read_status_settings
-
-__all__ = ["StatusSettings", "build_status_blueprint", "read_status_settings"]
