@@ -64,12 +64,8 @@ forwarded_allow_ips = ""
 secure_scheme_headers: dict[str, str] = {}
 forwarder_headers = ""
 
-# gunicorn writes its own "Server: gunicorn" on every answer; the app cannot remove it. Its name
-# is read from this module constant for each response, so the gateway's pseudonym replaces it
-# (gunicorn itself, not the app: the master stays free of Flask/requests; docs/edge.md).
-import gunicorn.http.wsgi  # noqa: E402
-
-gunicorn.http.wsgi.SERVER = "frontdesk"
+# gunicorn's own "Server: gunicorn" is renamed by worker.py, with its other uses of gunicorn's
+# internals (app/internals.py; docs/edge.md).
 
 # --- Logging: the app writes the access log itself (one JSON line per request) ------------
 accesslog = None

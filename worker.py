@@ -2,7 +2,7 @@
 
 ``gunicorn.conf.py`` names it (``worker_class = "worker.DrainingWorker"``). The master imports this
 module to load the class, so it imports gunicorn, gevent and the standard library only, never the
-app (see wsgi.py).
+app (see wsgi.py): of the package, only ``app.internals``, which imports nothing but the standard library.
 
 A worker is told to stop (SIGTERM) in two cases, which it tells apart through a small page of memory
 shared by the master and every worker (``_Shared``):
@@ -20,9 +20,11 @@ Draining: gunicorn stops accepting (within a second); every response still to st
 closed. gunicorn's own gevent worker leaves idle keep-alive connections open until
 ``graceful_timeout``, so one idle load balancer connection held every stop for the whole of it.
 
-Two of gunicorn's pieces are replaced by name when this module is imported: its error page
-(``write_problem``: problem+json) and its HTTP/1 response class (``OneSendResponse``: the head goes out
-in the same send as the first body bytes).
+Three of gunicorn's pieces are replaced by name when this module is imported: its error page
+(``write_problem``: problem+json), its HTTP/1 response class (``OneSendResponse``: the head goes out
+in the same send as the first body bytes) and its Server name. Each is an entry of app/internals.py
+(a standard-library-only module): with another gunicorn version, gunicorn's own piece stays, and the
+master logs one warning.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ from gevent.monkey import get_original
 from gunicorn import util
 from gunicorn.http import wsgi
 from gunicorn.workers.ggevent import GeventWorker
+
+from app.internals import check_internals, switch
 
 __all__ = [
     "DRAINING_ENVIRON_KEY", "IDLE_GRACE", "DrainingWorker", "OneSendResponse", "install_master_hooks", "settle_heap",
@@ -133,9 +137,16 @@ class OneSendResponse(wsgi.Response):  # type: ignore[misc]  # gunicorn ships no
 
 
 # Set here, in the module gunicorn loads as the worker class: the master imports it before it forks.
-# gunicorn builds each HTTP/1 response from ``wsgi.Response`` by name (HTTP/2 brings its own class).
-util.write_error = write_problem
-wsgi.Response = OneSendResponse
+# gunicorn builds each HTTP/1 response from ``wsgi.Response`` by name (HTTP/2 brings its own class),
+# and writes its "Server" field from ``wsgi.SERVER`` on every answer (docs/edge.md).
+check_internals("server")
+if switch("gunicorn-write-error").on:
+    util.write_error = write_problem
+if switch("gunicorn-response").on:
+    wsgi.Response = OneSendResponse
+if switch("gunicorn-server-banner").on:
+    wsgi.SERVER = "frontdesk"
+_FORCE_CLOSE = switch("gunicorn-force-close")
 
 
 class _Shared:
@@ -195,6 +206,8 @@ def install_master_hooks(server: Any) -> None:
     ``Arbiter.stop`` runs for SIGTERM, SIGINT, SIGQUIT and a halt alike, and signals the workers
     only after this mark is set.
     """
+    if not switch("gunicorn-arbiter-stop").on:
+        return  # another gunicorn: its own stop (app/internals.py)
     stop = server.stop
 
     def marked_stop(graceful: bool = True) -> None:
@@ -248,7 +261,7 @@ class DrainingWorker(GeventWorker):  # type: ignore[misc]  # gunicorn ships no t
             def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], object]:
                 # gunicorn decides Connection: close when the request starts; a request that was in
                 # flight when the drain began gets it here, before its headers are written.
-                if self._draining():
+                if self._draining() and _FORCE_CLOSE.on:
                     getattr(start_response, "__self__").force_close()
                 return start_response(status, headers, exc_info)
 

@@ -8,30 +8,37 @@ times (docs/performance-tuning.md, sixth round). Hold what these return no longe
 
 from __future__ import annotations
 
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from flask import Flask, Request, current_app, g, request
-from flask.ctx import RequestContext, _AppCtxGlobals
-from flask.globals import request_ctx
 
-__all__ = ["current_gateway", "current_globals", "current_request", "current_request_context"]
+from app.internals import switch
+
+if TYPE_CHECKING:
+    from flask.ctx import _AppCtxGlobals  # g's class, for the type checker only
+
+__all__ = ["current_gateway", "current_globals", "current_request"]
+
+# Off when werkzeug is not the version this was written for: the proxies themselves (app/internals.py).
+_OBJECTS = switch("werkzeug-proxy-objects")
 
 
 def current_request() -> Request:
     """The request being served."""
-    return cast(Request, request._get_current_object())  # type: ignore[attr-defined]
-
-
-def current_request_context() -> RequestContext:
-    """Its request context (where extensions such as Flask-Limiter keep per-request state)."""
-    return cast(RequestContext, request_ctx._get_current_object())  # type: ignore[attr-defined]
+    if _OBJECTS.on:
+        return cast(Request, request._get_current_object())  # type: ignore[attr-defined]
+    return request
 
 
 def current_gateway() -> Flask:
     """The app serving it."""
-    return cast(Flask, current_app._get_current_object())  # type: ignore[attr-defined]
+    if _OBJECTS.on:
+        return cast(Flask, current_app._get_current_object())  # type: ignore[attr-defined]
+    return current_app
 
 
 def current_globals() -> _AppCtxGlobals:
     """Its ``g``."""
-    return cast(_AppCtxGlobals, g._get_current_object())
+    if _OBJECTS.on:
+        return cast("_AppCtxGlobals", g._get_current_object())
+    return g

@@ -13,7 +13,6 @@ from typing import Any, TypeVar
 
 from flask import Blueprint, Flask
 
-from app.application import Gateway
 from app.auth import auth
 from app.caching import cache
 from app.operators.check import ERROR_PREFIX, REFUSED
@@ -25,6 +24,7 @@ from app.families import load_blueprints, read_gateway_settings
 from app.edge.guard import EdgeGuard, compile_route_policies
 from app.health import health
 from app.hooks import install_hooks
+from app.internals import check_internals
 from app.observability.logs import configure_logging, read_log_settings
 from app.observability.metrics import configure as configure_metrics
 from app.operators.metrics_endpoint import build_metrics_blueprint, read_metrics_settings
@@ -56,7 +56,8 @@ def create_app(
     """
     problems = problems or Problems()
     env_name, config = load_config(env, config_file, overrides, problems=problems)
-    app = Gateway("app", static_folder=None)  # the package's name: its root path, its logger
+    check_internals("app")  # library internals written for other versions fall back (app/internals.py)
+    app = Flask("app", static_folder=None)  # the package's name: its root path, its logger
     app.config.update(config, GATEWAY_ENV=env_name)
     app.extensions[PROBLEMS] = problems
     config = app.config  # a section found bad while checking is put back to its defaults here

@@ -19,8 +19,11 @@ from app.edge.guard import EdgeOverride, apply_edge, read_edge_override
 from app.openapi import RouteSchema, apply_schema, read_route_schema
 from app.proxy import ProxyResponse, Upstream, UpstreamPath
 from app.ratelimit import check_limits, limit_declared_route
+from app.internals import switch
 
 __all__ = ["DECLARED", "RouteSettings", "build_routes_blueprint", "read_routes"]
+
+_CONVERTERS = switch("werkzeug-rule-converters")
 
 #: Where ``create_app`` keeps the declared routes in ``app.extensions``, for the inventory.
 DECLARED = "frontdesk.routes"
@@ -157,7 +160,7 @@ def _rule_variables(key: str, path: str) -> frozenset[str]:
     # Converter arguments are only used when a request matches (<int(min=x):id> fails every
     # request with a TypeError); try each converter once now. A sample that merely does not
     # fit (ValidationError, ValueError) is fine.
-    for converter in rule._converters.values():
+    for converter in rule._converters.values() if _CONVERTERS.on else ():  # app/internals.py
         try:
             converter.to_python("1")
         except (ValidationError, ValueError):

@@ -116,12 +116,9 @@ def configure_logging(settings: LogSettings) -> None:
     logger.addHandler(handler)
     logger.setLevel(settings.level)
     logger.propagate = False
-    # No line shows a source file or line number; without this, every record walks the stack
-    # to find its caller (about a quarter of an access-log line's cost, measured). The logging
-    # HOWTO's "Optimization" section documents these switches. No line shows a thread either, and
-    # under gevent asking for the current thread's name is not cheap. The process id stays on:
-    # gunicorn's own error-log format prints %(process)d, and fails on every line without it.
-    logging._srcfile = None
+    # No line shows a thread, and under gevent asking for the current thread's name is not cheap
+    # (the logging HOWTO's "Optimization" section documents these switches). The process id stays
+    # on: gunicorn's own error-log format prints %(process)d, and fails on every line without it.
     logging.logThreads = False
     logging.logMultiprocessing = False
 

@@ -17,8 +17,11 @@ import time
 from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Any
+from app.internals import switch
 
 __all__ = ["Batch"]
+
+_HISTOGRAMS = switch("prometheus-histogram")
 
 
 class Batch:
@@ -44,6 +47,9 @@ class Batch:
 
     def observe(self, child: Any, bounds: Sequence[float], value: float) -> None:
         """One observation of a histogram child whose upper bounds (without +Inf) are ``bounds``."""
+        if not _HISTOGRAMS.on:  # prometheus-client is not the version this was written for (app/internals.py)
+            child.observe(value)
+            return
         index = bisect_left(bounds, value)  # the first bucket whose bound is >= value, as observe()
         with self._lock:
             pending = self._histograms.get(child)

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask
-from flask_limiter._limits import RuntimeLimit  # the type resolve_limits returns; not re-exported
 from flask_limiter.util import get_qualified_name
 from werkzeug.routing import Rule
 
@@ -19,9 +18,15 @@ from app.compose.aggregate import AggregateSettings
 from app.auth import AuthPolicy, policy_of
 from app.caching import RouteCache, cache_policy_of
 from app.edge.guard import EdgeOverride, edge_override_of
+from app.internals import switch
 from app.proxy import upstreams
 from app.ratelimit import by_client_address, by_consumer, limiter, route_limits_of
 from app.routes import DECLARED, RouteSettings
+
+if TYPE_CHECKING:  # the type resolve_limits returns, not re-exported: for the type checker only
+    from flask_limiter._limits import RuntimeLimit
+
+_DECORATED = switch("limiter-before-request")
 
 __all__ = ["LimitInfo", "RouteInfo", "inventory"]
 
@@ -123,7 +128,8 @@ def _limits(app: Flask, rule: Rule) -> tuple[LimitInfo, ...]:
     # name it rather than evaluate it for nobody. Flask-Limiter keeps them by the view's name.
     view_name = get_qualified_name(app.view_functions[rule.endpoint])
     plans = limiter.runtime(app).settings.plans
-    for group in manager._decorated_limits.get(view_name, ()):
+    by_view = manager._decorated_limits if _DECORATED.on else {}  # app/internals.py: limiter-before-request
+    for group in by_view.get(view_name, ()):
         if callable(group.limit_provider) and (plans or group.scope != "plan"):
             per = _key_name(group.key_function) if group.key_function else "client address"
             found.append(LimitInfo("plan" if group.scope == "plan" else "per request", per,

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from flask import Flask, Response, current_app
 from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded
-from flask_limiter._extension import LimiterContext  # the per-request state its hooks share; not re-exported
 from limits.errors import ConfigurationError
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -19,9 +16,10 @@ from redis.retry import Retry
 from app.observability import metrics
 from app.auth import auth
 from app.config import ConfigError, problems_of
-from app.current import current_gateway, current_globals, current_request, current_request_context
+from app.current import current_gateway, current_globals, current_request
 from app.environ import RATE_LIMIT_ENVIRON
 from app.errors import problem_response
+from app.internals import switch
 from app.policies import route_policy
 from app.ratelimit.headers import Usage, ietf_headers, legacy_headers, retry_after
 from app.ratelimit.keys import by_client_address, by_consumer, plan_of
@@ -34,10 +32,10 @@ __all__ = ["EXTENSION", "GatewayLimiter", "RateLimitRuntime", "limit_declared_ro
 
 RATE_LIMITED = "https://frontdesk.dev/problems/rate-limited"
 _COUNTS = "_frontdesk_ratelimit_counts"
-_STATES = "_limiter_request_context"  # where Flask-Limiter keeps its per-request states, on the request context
 
 View = TypeVar("View", bound=Callable[..., Any])
-T = TypeVar("T")
+# Off when flask-limiter is not the version this was written for: its own before-request pass (app/internals.py).
+_SKIP = switch("limiter-before-request")
 log = logging.getLogger("frontdesk.ratelimit")
 
 
@@ -68,7 +66,6 @@ class GatewayLimiter(Limiter):
             super().init_app(app)
         except ConfigurationError as error:
             raise ConfigError("ratelimit.storage_uri", settings.storage_uri, f"a usable storage ({error})") from None
-        _skip_when_unused(app, self)
         guard = OutageGuard(settings.retry_interval)
         assert self._limiter is not None
         strategy = MeteredStrategy(self._limiter, guard=guard, timeout=settings.storage_timeout,
@@ -78,32 +75,13 @@ class GatewayLimiter(Limiter):
         app.after_request(_write_headers)
         app.register_error_handler(RateLimitExceeded, _render_rate_limited)
 
-    @property
-    def context(self) -> LimiterContext:
-        """Flask-Limiter's state for this request, where it keeps it (on the request context), found directly.
-
-        Its own property goes through two LocalProxy lookups and a ``hasattr`` on a proxy: 2.3 µs, and
-        its after-request and teardown hooks ask three times a request (on requests a limit looked at:
-        ``_skip_when_unused``). This asks the proxy once: 0.14 µs (timeit; docs/performance-tuning.md).
-        """
-        states = _states()
-        if states is None:
-            states = defaultdict(LimiterContext)
-            setattr(current_request_context(), _STATES, states)
-        return states[self]
-
-    def has_context(self) -> bool:
-        """Whether any limit looked at this request (only then does Flask-Limiter keep state for it)."""
-        states = _states()
-        return states is not None and self in states
-
     def _check_request_limit(self, callable_name: str | None = None, in_middleware: bool = True) -> None:
         """Flask-Limiter's check; its before-request pass is skipped while nothing could be counted there."""
         # In its before_request hook Flask-Limiter only counts app-wide, default, blueprint and meta
         # limits; with none of them it resolves nothing and costs ~100 µs per request anyway (about
         # a tenth of a pass-through's CPU, docs/performance-tuning.md). These are the attributes its
         # resolve_limits reads (flask-limiter 4.1.1); a decorated route still checks its own limits.
-        if in_middleware:
+        if in_middleware and _SKIP.on:
             manager = self.limit_manager
             if not (manager._application_limits or manager._default_limits or manager._blueprint_limits
                     or self._meta_limits):
@@ -255,44 +233,6 @@ def _usages(counts: RequestCounts, endpoint: str, strategy: MeteredStrategy) -> 
         usages.append(Usage(name=name, quota=item.amount, window=window, remaining=stats.remaining,
                             reset_at=stats.reset_time, breached=not counted.allowed))
     return usages
-
-
-def _states() -> dict[Limiter, LimiterContext] | None:
-    """Flask-Limiter's per-request states, by limiter, where it keeps them; None before any was made."""
-    states: dict[Limiter, LimiterContext] | None = getattr(current_request_context(), _STATES, None)
-    return states
-
-
-def _skip_when_unused(app: Flask, limiter: GatewayLimiter) -> None:
-    """Flask-Limiter's after-request and teardown hooks, run only for a request a limit looked at.
-
-    Both read its per-request state, and reading makes it: on a route without limits that was 15,000 to
-    20,000 instructions a request (callgrind; docs/performance-tuning.md, sixth round).
-    Without state there is nothing to deduct and nothing to reset. The hooks are found by the
-    private names flask-limiter 4.1.1 registers (tests/test_ratelimit.py fails if they change).
-    """
-    for funcs, name in ((app.after_request_funcs.get(None, []), "_Limiter__inject_headers"),
-                        (app.teardown_request_funcs.get(None, []), "_Limiter__release_context")):
-        index = _registered(funcs, getattr(Limiter, name, None))
-        if index is not None:
-            funcs[index] = _when_used(limiter, funcs[index])
-
-
-def _registered(funcs: list[Callable[..., Any]], method: Callable[..., Any] | None) -> int | None:
-    """Where Flask-Limiter's hook calling ``method`` (a partial or a bound method) sits in one of Flask's lists."""
-    for index, func in enumerate(funcs):
-        target = func.func if isinstance(func, functools.partial) else getattr(func, "__func__", None)
-        if method is not None and target is method:
-            return index
-    return None
-
-
-def _when_used(limiter: GatewayLimiter, hook: Callable[[T], T]) -> Callable[[T], T]:
-    @functools.wraps(hook)
-    def when_used(value: T) -> T:
-        return hook(value) if limiter.has_context() else value
-
-    return when_used
 
 
 def _write_headers(response: Response) -> Response:

@@ -24,8 +24,11 @@ from app.operators.openapi.components import API_KEY, BEARER, components, header
 from app.openapi.schemas import BODY_METHODS, schema_of
 from app.openapi.settings import OpenApiSettings, read_openapi_settings
 from app.ratelimit import limiter
+from app.internals import switch
 
 __all__ = ["EXCLUDED_BLUEPRINTS", "build_document", "path_template"]
+
+_CONVERTERS = switch("werkzeug-rule-converters")
 
 #: Gateway endpoints left out: operators' tools with their own access control, not the API.
 EXCLUDED_BLUEPRINTS = frozenset({"metrics", "cache"})
@@ -82,7 +85,8 @@ def _operation(route: RouteInfo, method: str, rule: Rule, rate_limit_mode: str, 
     doc = (route.view.__doc__ or "").strip().split("\n", 1)
     if len(doc) > 1 and doc[1].strip():
         operation["description"] = _dedent(doc[1])
-    parameters = [_parameter(name, rule._converters.get(name)) for name in sorted(rule.arguments)]
+    converters = rule._converters if _CONVERTERS.on else {}  # app/internals.py: werkzeug-rule-converters
+    parameters = [_parameter(name, converters.get(name)) for name in sorted(rule.arguments)]
     if parameters:
         operation["parameters"] = parameters
     if schema is not None and schema.request is not None and method in BODY_METHODS:
