@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import functools
-import hashlib
-import hmac
 import os
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
+from app.admin import BearerToken, admin_authorized
 from app.auth import public
 from app.caching.errors import BadPurge, PurgeRefused
 from app.caching.local import KINDS
@@ -119,11 +118,8 @@ def invalidate_after_write(response: Response) -> Response:
 def _admin() -> CacheRuntime:
     """The runtime, once the request has shown the admin bearer token."""
     runtime: CacheRuntime = current_app.extensions[EXTENSION]
-    token = runtime.settings.purge_token or ""
-    scheme, _, sent = request.headers.get("Authorization", "").partition(" ")
-    # Digests first: compare_digest's time then does not depend on the lengths either.
-    if scheme.lower() != "bearer" or not hmac.compare_digest(hashlib.sha256(sent.strip().encode()).digest(),
-                                                             hashlib.sha256(token.encode()).digest()):
+    token = runtime.settings.purge_token
+    if token is None or not admin_authorized(request.headers.get("Authorization"), BearerToken(token)):
         raise PurgeRefused("The cache admin endpoints need their bearer token.")
     return runtime
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from typing import Any
 from flask import Blueprint, Response, request
 from werkzeug.exceptions import Forbidden, Unauthorized
 
+from app.admin import BearerToken, admin_authorized
 from app.observability import metrics
 from app.auth import public
 from app.config import ConfigError, Section
@@ -77,12 +77,8 @@ def check_scrape(settings: MetricsSettings, address: str | None, authorization: 
     """Raise unless the client's address is allowed and it sent the token (when one is configured)."""
     if settings.allow_from and not address_allowed(settings.allow_from, address):
         raise ScrapeForbidden("Metrics are not served to this address.")
-    if settings.token is not None:
-        scheme, _, credentials = (authorization or "").partition(" ")
-        # Constant-time comparison: the token must not leak one character at a time.
-        if scheme.lower() != "bearer" or not hmac.compare_digest(credentials.strip().encode(),
-                                                                 settings.token.encode()):
-            raise ScrapeUnauthorized("Scrapes must send the metrics bearer token.")
+    if settings.token is not None and not admin_authorized(authorization, BearerToken(settings.token)):
+        raise ScrapeUnauthorized("Scrapes must send the metrics bearer token.")
 
 
 def address_allowed(networks: tuple[Network, ...], address: str | None) -> bool:

@@ -88,15 +88,6 @@ class Monitor:
             self._resolve(self.states[name])
             self._next_resolve[name] = now + self.states[name].settings.resilience.resolve_interval
 
-    def check_all(self) -> None:
-        """Run every upstream's health checks now, concurrently."""
-        now = self.clock()
-        for name in self._next_check:
-            self._check(self.states[name])
-            policy = self.states[name].settings.resilience.health
-            assert policy is not None
-            self._next_check[name] = now + policy.interval
-
     def run_due(self) -> float:
         """Do the work that is due; seconds until the next is."""
         now = self.clock()

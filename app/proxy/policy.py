@@ -19,8 +19,7 @@ __all__ = [
 
 #: The balancing modes ``balance`` accepts.
 BALANCERS = ("round_robin", "least_in_flight", "hash")
-# Where the hash mode takes its key: the client address, or a request header. ("consumer" is
-# the documented place for the auth principal once authentication lands.)
+# Where the hash mode takes its key: the client address, or a request header.
 _HASH_ON = re.compile(r"client|header:[A-Za-z0-9-]{1,64}")
 # Conditions a retry may be taken on, besides listed statuses.
 _CONDITIONS = ("connect", "timeout", "reset")

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import hmac
 import time
 from collections.abc import Callable
 
 from werkzeug.exceptions import Forbidden, TooManyRequests, Unauthorized
-from werkzeug.security import check_password_hash
 
+from app.admin import BasicLogin, admin_authorized, basic_credentials
 from app.errors import GatewayError
 from app.operators.metrics_endpoint import address_allowed
 from app.operators.status.settings import StatusSettings
@@ -69,16 +66,11 @@ class Gate:
         digest = hashlib.sha256((authorization or "").encode("utf-8", "surrogateescape")).digest()
         if digest in self._passed:
             return
-        credentials = _basic_credentials(authorization)
-        if credentials is None:
+        if basic_credentials(authorization) is None:
             raise StatusUnauthorized("The status page asks for HTTP Basic credentials.")
         if not self._take_token():
             raise StatusBusy("Too many password checks right now; retry in a second.")
-        username, password = credentials
-        # Both always computed, so the time taken does not tell a wrong name from a wrong password.
-        name_ok = hmac.compare_digest(username.encode(), (settings.username or "").encode())
-        password_ok = check_password_hash(settings.password_hash, password)  # compares in constant time
-        if not (name_ok and password_ok):
+        if not admin_authorized(authorization, BasicLogin(settings.username or "", settings.password_hash)):
             raise StatusUnauthorized("The status page asks for HTTP Basic credentials.")
         if len(self._passed) >= _REMEMBERED:
             self._passed.pop(next(iter(self._passed)))
@@ -92,15 +84,3 @@ class Gate:
             return False
         self._tokens -= 1.0
         return True
-
-
-def _basic_credentials(authorization: str | None) -> tuple[str, str] | None:
-    scheme, _, encoded = (authorization or "").partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    username, colon, password = decoded.partition(":")
-    return (username, password) if colon else None

@@ -32,11 +32,6 @@ class StatusSettings:
     refresh: int  # seconds; 0: the page does not reload itself
     recent_errors: int
 
-    @property
-    def asks_credentials(self) -> bool:
-        """Whether HTTP Basic credentials are required on top of the address check."""
-        return self.password_hash is not None
-
 
 def read_status_settings(config: Mapping[str, Any]) -> StatusSettings:
     """Read and check the [status] section."""
