@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Rebuilt whenever the dependencies in setup.cfg change.
 STAMP := $(VENV)/.installed
 
-.PHONY: run token test lint typecheck pytest check-config clean bench bench-quick image image-local
+.PHONY: run token test test-matrix lint typecheck pytest check-config clean bench bench-quick image image-local
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,27 @@ token: $(STAMP)
 
 ## test: lint, type check, then the whole suite (unit and end-to-end)
 test: lint typecheck pytest
+
+## test-matrix: the unit suite (not the e2e ones) on Python 3.12 and 3.13 from pyenv, each in its own venv
+## (.venv-3.12, .venv-3.13); `make test` is the full suite on 3.11. Under CI=true a missing interpreter fails.
+MATRIX := 3.12.1 3.13.0
+
+test-matrix: $(foreach version,$(MATRIX),test-python-$(version))
+
+test-python-%:
+	@root=$$(pyenv root 2>/dev/null || echo "$${PYENV_ROOT:-$$HOME/.pyenv}"); \
+	python=$$root/versions/$*/bin/python3; \
+	if [ ! -x "$$python" ]; then \
+		if [ "$${CI:-}" = true ]; then echo "test-matrix: Python $* is missing ($$python)" >&2; exit 1; fi; \
+		echo "test-matrix: Python $* is not installed ($$python): skipped"; exit 0; \
+	fi; \
+	venv=.venv-$(basename $*); \
+	if [ ! -f $$venv/.installed ] || [ setup.cfg -nt $$venv/.installed ] || [ pyproject.toml -nt $$venv/.installed ]; then \
+		"$$python" -m venv $$venv && $$venv/bin/pip install --quiet --upgrade pip && \
+		$$venv/bin/pip install --quiet -e '.[test,otel]' && touch $$venv/.installed || exit 1; \
+	fi; \
+	echo "test-matrix: Python $* ($$venv)"; \
+	$$venv/bin/python -m pytest -m "not e2e" -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/flake8 app blueprints settings tests examples bench deploy wsgi.py worker.py gunicorn.conf.py
@@ -59,4 +80,4 @@ image-local:
 	$(PYTHON) deploy/image.py build --local-base
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache
+	rm -rf $(VENV) .venv-3.* *.egg-info .pytest_cache .mypy_cache .import_linter_cache
