@@ -1,7 +1,7 @@
 """Example route family in code: the users service under /api/users.
 
 Policies go between the route and the view, in this order everywhere: route, auth, limit,
-cache, view (see the README). Reads need ``users:read``, writes ``users:write``, by bearer
+cache, view (see docs/routes.md). Reads need ``users:read``, writes ``users:write``, by bearer
 token or API key.
 """
 

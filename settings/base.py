@@ -16,7 +16,7 @@ class Base:
     # Flask's own switch; the testing class turns it on.
     TESTING = False
 
-    # [gateway]: which route families written in code are served (README: Add a route family). Declared
+    # [gateway]: which route families written in code are served (docs/routes.md: Add a route family). Declared
     # [[routes]] are always served; a code blueprint only when named here, as "module:attribute".
     GATEWAY: dict[str, Any] = {
         "blueprints": [],  # e.g. ["blueprints.users:bp"]; none by default: the samples are never served by accident
