@@ -225,7 +225,7 @@ TABLE: tuple[Internal, ...] = (
              "each observation goes to the histogram when it is made (observe)", _prometheus_histogram),
     Internal("http-client-response", "app", PYTHON, _PYTHONS, "app/proxy/wire.py",
              "http.client.HTTPResponse subclassed without its __init__, built through the public response_class "
-             "seam: h11 reads the bytes",
+             "seam: a plain answer read by the gateway's own reader, any other by h11",
              "a feature, not CPU: strict upstream framing; decision 63",
              None, _http_response),
 )
