@@ -142,6 +142,10 @@ class Base:
         "shared_timeout": 0.1,  # seconds to connect to or hear from Redis before the tier counts as down
         "shared_retry": 5.0,  # seconds the shared tier is left alone after a failure
         "local_ttl": 2.0,  # with a shared tier: seconds a worker keeps its own copy (bounds other instances' purges)
+        # RFC 9213 fields obeyed instead of Cache-Control (and Expires), the first present wins; list a field
+        # of your own first (e.g. "Frontdesk-Cache-Control") to address this gateway alone; [] for Cache-Control
+        "targeted_fields": ["CDN-Cache-Control"],
+        "stale_keep": 600.0,  # seconds an entry with a validator or a stale window is kept past its freshness
         "wait_timeout": 15.0,  # seconds concurrent misses wait for the one upstream call before a 504
         "max_waiters": 1000,  # waiters per key; beyond that a request goes upstream itself
         "surrogate_header": "Surrogate-Key",  # upstream response header with space-separated purge tags

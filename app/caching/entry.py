@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 __all__ = ["CachedResponse", "VarySpec", "decode", "encode", "size_of"]
@@ -19,11 +20,16 @@ class CachedResponse:
     headers: tuple[tuple[str, str], ...]
     body: bytes
     requested_at: float  # wall clock when the upstream call went out (purges compare against it)
-    expires: float  # wall clock
+    expires: float  # wall clock: when it is dropped (freshness plus the time kept for validation or stale use)
     initial_age: int  # the Age the upstream reported
     path: str  # decoded path, as purges and invalidations name it
     tags: tuple[str, ...]
     etag: str | None
+    fresh_until: float = math.inf  # wall clock: served without asking the upstream until then
+    last_modified: str | None = None
+    stale_while_revalidate: float = 0.0  # seconds past fresh_until it may be served while one refresh runs
+    stale_if_error: float = 0.0  # seconds past fresh_until it may be served when the upstream fails
+    revalidate: bool = False  # never served stale (must-revalidate, proxy-revalidate, no-cache, s-maxage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +53,8 @@ def encode(item: CachedResponse | VarySpec) -> bytes:
         return json.dumps({"vary": item.names, "expires": item.expires}).encode() + b"\n"
     head = {"status": item.status, "headers": item.headers, "requested_at": item.requested_at,
             "expires": item.expires, "initial_age": item.initial_age, "path": item.path, "tags": item.tags,
-            "etag": item.etag}
+            "etag": item.etag, "fresh_until": item.fresh_until, "last_modified": item.last_modified,
+            "swr": item.stale_while_revalidate, "sie": item.stale_if_error, "revalidate": item.revalidate}
     return json.dumps(head, separators=(",", ":")).encode() + b"\n" + item.body
 
 
@@ -62,7 +69,9 @@ def decode(data: bytes) -> CachedResponse | VarySpec | None:
             status=int(head["status"]), headers=tuple((str(n), str(v)) for n, v in head["headers"]), body=body,
             requested_at=float(head["requested_at"]), expires=float(head["expires"]),
             initial_age=int(head["initial_age"]), path=str(head["path"]), tags=tuple(head["tags"]),
-            etag=head["etag"],
+            etag=head["etag"], fresh_until=float(head.get("fresh_until", head["expires"])),
+            last_modified=head.get("last_modified"), stale_while_revalidate=float(head.get("swr", 0)),
+            stale_if_error=float(head.get("sie", 0)), revalidate=bool(head.get("revalidate", False)),
         )
     except (ValueError, KeyError, TypeError):
         return None

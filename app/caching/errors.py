@@ -6,7 +6,7 @@ from werkzeug.exceptions import BadRequest, GatewayTimeout, Unauthorized
 
 from app.errors import GatewayError
 
-__all__ = ["BadPurge", "CacheWaitTimeout", "PurgeRefused"]
+__all__ = ["BadPurge", "CacheOnlyIfCached", "CacheWaitTimeout", "PurgeRefused", "RevalidationFailed"]
 
 _BASE = "https://frontdesk.dev/problems/"
 
@@ -15,6 +15,18 @@ class CacheWaitTimeout(GatewayError, GatewayTimeout):
     """This request waited for another one's upstream call to the same resource, and it did not finish in time."""
 
     problem = _BASE + "cache-wait-timeout"
+
+
+class RevalidationFailed(GatewayError, GatewayTimeout):
+    """A stored answer that must be revalidated (must-revalidate, no-cache...) could not be: never served stale."""
+
+    problem = _BASE + "revalidation-failed"
+
+
+class CacheOnlyIfCached(GatewayError, GatewayTimeout):
+    """The request said only-if-cached, and no stored answer may serve it (RFC 9111 5.2.1.7)."""
+
+    problem = _BASE + "only-if-cached"
 
 
 class PurgeRefused(GatewayError, Unauthorized):

@@ -47,6 +47,10 @@ class Cache:
         runtime: CacheRuntime = (app or current_app).extensions[EXTENSION]
         return runtime
 
+    def stop(self, app: Flask) -> None:
+        """End the app's background refreshes, so none outlives it (like ``upstreams.stop``)."""
+        self.runtime(app).close()
+
     def blueprints(self, app: Flask) -> tuple[Blueprint, ...]:
         """The purge and statistics endpoints, when a purge token is configured; nothing otherwise."""
         settings = self.runtime(app).settings
@@ -96,11 +100,15 @@ def cache_policy_of(view: Callable[..., Any]) -> RouteCache | None:
     return policy if isinstance(policy, RouteCache) else None
 
 
-def cache_response(*, ttl: float, vary: Iterable[str] = (), scope: str = "public") -> Callable[[View], View]:
+def cache_response(*, ttl: float, vary: Iterable[str] = (), scope: str = "public", freshness: str = "route",
+                   stale_while_revalidate: float | None = None, stale_if_error: float | None = None,
+                   ignore_client_no_cache: bool = False) -> Callable[[View], View]:
     """Serve GET/HEAD from the cache for up to ``ttl`` seconds; it runs after auth and limit wherever it is written."""
     if isinstance(vary, str):
         vary = (vary,)
-    return apply_cache(route_cache("cache_response", ttl, tuple(vary), scope))
+    return apply_cache(route_cache("cache_response", ttl, tuple(vary), scope, freshness=freshness,
+                                   stale_while_revalidate=stale_while_revalidate, stale_if_error=stale_if_error,
+                                   ignore_client_no_cache=ignore_client_no_cache))
 
 
 def invalidate_after_write(response: Response) -> Response:

@@ -8,10 +8,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
+
+from app.caching.dates import http_date
 
 __all__ = [
-    "CACHEABLE_STATUSES", "Decision", "cache_control", "decide", "header_values", "initial_age",
+    "CACHEABLE_STATUSES", "Decision", "cache_control", "decide", "header_values", "initial_age", "targeted_directives",
 ]
 
 #: Final statuses cacheable by default (RFC 9110 15.1); others need explicit freshness we do not trust.
@@ -20,10 +21,13 @@ CACHEABLE_STATUSES = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414
 
 @dataclass(frozen=True)
 class Decision:
-    """Whether a response is stored and for how many seconds; otherwise the reason, for Cache-Status."""
+    """Whether a response is stored, its freshness lifetime in seconds, and how it may be served stale."""
 
-    ttl: float
+    ttl: float  # seconds of freshness from now (0: stored only to be revalidated or served stale)
     reason: str | None  # None: stored
+    stale_while_revalidate: float = 0.0  # seconds past freshness it may be served while a refresh runs
+    stale_if_error: float = 0.0  # seconds past freshness it may be served when the upstream fails
+    revalidate: bool = False  # must-revalidate, proxy-revalidate, no-cache or s-maxage: never served stale
 
     @property
     def store(self) -> bool:
@@ -62,49 +66,118 @@ def initial_age(headers: Iterable[tuple[str, str]]) -> int:
 
 
 def decide(status: int, headers: list[tuple[str, str]], route_ttl: float, *, credentials: bool,
-           consumer_scoped: bool, now: float | None = None) -> Decision:
-    """Whether a shared cache may store this response, and its time to live (the route's TTL is the ceiling)."""
+           consumer_scoped: bool, now: float | None = None, freshness: str = "route",
+           windows: tuple[float | None, float | None] = (None, None), targeted: tuple[str, ...] = ()) -> Decision:
+    """Whether a shared cache may store this response, for how long it is fresh, and its stale windows.
+
+    ``freshness``: "route" gives a response without explicit freshness the route's ttl; "upstream" stores it
+    only with a heuristic lifetime (RFC 9111 4.2.2). The route's ttl is always the ceiling. ``windows`` are
+    the route's stale-while-revalidate and stale-if-error (None: the upstream's directives decide).
+    ``targeted``: fields such as CDN-Cache-Control (RFC 9213); the first one present replaces Cache-Control
+    and Expires.
+    """
     if status not in CACHEABLE_STATUSES:
         return Decision(0, "status")
-    directives = cache_control(headers)
-    if "no-store" in directives:
-        return Decision(0, "no-store")
-    if "private" in directives:
-        return Decision(0, "private")
-    if "no-cache" in directives:
-        return Decision(0, "no-cache")  # stored entries would need revalidation on every use; we never revalidate
-    if "*" in (value.lower() for value in header_values(headers, "Vary")):
-        return Decision(0, "vary-star")
-    if any(name.lower() == "set-cookie" for name, _ in headers):
-        return Decision(0, "set-cookie")
-    if credentials and not consumer_scoped and "public" not in directives:
-        return Decision(0, "credentials")  # RFC 9111 3.5: an authenticated answer is shared only when marked so
-    ttl = route_ttl
-    lifetime: float | None = _seconds(directives.get("s-maxage"))
+    directives = targeted_directives(headers, targeted)
+    explicit_headers = headers
+    if directives is None:
+        directives = cache_control(headers)
+    else:
+        explicit_headers = [(name, value) for name, value in headers if name.lower() != "expires"]
+    refused = _refusal(headers, directives, credentials, consumer_scoped)
+    if refused is not None:
+        return Decision(0, refused)
+    lifetime = _explicit_lifetime(directives, explicit_headers, now)
     if lifetime is None:
-        lifetime = _seconds(directives.get("max-age"))
-    if lifetime is None and "s-maxage" not in directives and "max-age" not in directives:
-        lifetime = _expires_lifetime(headers, now)
-    elif lifetime is None:
-        return Decision(0, "bad-max-age")
-    if lifetime is not None:
-        ttl = min(ttl, lifetime - initial_age(headers))
-    if ttl <= 0:
-        return Decision(0, "stale")
-    return Decision(ttl, None)
+        lifetime = route_ttl if freshness == "route" else _heuristic_lifetime(headers, now)
+        ttl = route_ttl if lifetime is None else min(route_ttl, lifetime)
+    else:
+        ttl = min(route_ttl, lifetime - initial_age(headers))
+    revalidate = any(name in directives for name in _NO_STALE)
+    if "no-cache" in directives:
+        ttl = 0  # stored, and revalidated on every use (RFC 9111 5.2.2.4)
+    swr = _window(directives.get("stale-while-revalidate"), windows[0], revalidate)
+    sie = _window(directives.get("stale-if-error"), windows[1], revalidate)
+    validator = any(name.lower() in ("etag", "last-modified") for name, _ in headers)
+    if lifetime is None and not validator:
+        return Decision(0, "no-freshness")
+    if ttl <= 0 and not (validator or swr or sie):
+        return Decision(0, "no-cache" if "no-cache" in directives else "stale")
+    return Decision(max(ttl, 0), None, swr, sie, revalidate)
+
+
+# Directives after which a stored response is never served stale (s-maxage implies proxy-revalidate).
+_NO_STALE = ("must-revalidate", "proxy-revalidate", "no-cache", "s-maxage")
+
+
+def targeted_directives(headers: list[tuple[str, str]], fields: tuple[str, ...]) -> dict[str, str | None] | None:
+    """The directives of the first targeted field (RFC 9213) with a non-empty value, or None: use Cache-Control."""
+    for field in fields:
+        directives = cache_control([("Cache-Control", value) for name, value in headers
+                                    if name.lower() == field.lower()])
+        if directives:
+            return directives
+    return None
+
+
+def _refusal(headers: list[tuple[str, str]], directives: dict[str, str | None], credentials: bool,
+             consumer_scoped: bool) -> str | None:
+    """Why a response must not be stored at all, or None."""
+    if "no-store" in directives:
+        return "no-store"
+    if "private" in directives:
+        return "private"
+    if "*" in (value.lower() for value in header_values(headers, "Vary")):
+        return "vary-star"
+    if any(name.lower() == "set-cookie" for name, _ in headers):
+        return "set-cookie"
+    if credentials and not consumer_scoped and "public" not in directives:
+        return "credentials"  # RFC 9111 3.5: an authenticated answer is shared only when marked so
+    return None
+
+
+def _explicit_lifetime(directives: dict[str, str | None], headers: list[tuple[str, str]],
+                       now: float | None) -> float | None:
+    """s-maxage, else max-age, else Expires - Date; a malformed one means already stale (0); None: none given."""
+    for name in ("s-maxage", "max-age"):
+        if name in directives:
+            value = _seconds(directives[name])
+            return 0 if value is None else value
+    return _expires_lifetime(headers, now)
+
+
+def _heuristic_lifetime(headers: list[tuple[str, str]], now: float | None) -> float | None:
+    """10 % of the time since Last-Modified (RFC 9111 4.2.2), or None without a usable Last-Modified."""
+    modified = _date(headers, "last-modified")
+    if modified is None:
+        return None
+    served = _date(headers, "date")
+    origin_now = served if served is not None else (now or time.time())
+    return max(0.0, (origin_now - modified) / 10)
+
+
+def _window(upstream: str | None, route: float | None, revalidate: bool) -> float:
+    """A stale window: the upstream's directive, shortened by the route's; 0 when stale serving is forbidden."""
+    if revalidate:
+        return 0.0
+    given = _seconds(upstream) if upstream is not None else None
+    if given is None:
+        return route or 0.0
+    return float(given) if route is None else min(float(given), route)
+
+
+def _date(headers: list[tuple[str, str]], name: str) -> float | None:
+    values = [value for key, value in headers if key.lower() == name]
+    return http_date(values[0]) if values else None
 
 
 def _expires_lifetime(headers: list[tuple[str, str]], now: float | None) -> float | None:
+    """Expires - Date; 0 for an invalid Expires (not an HTTP date, or more than one: RFC 9111 5.3)."""
     expires = [value for name, value in headers if name.lower() == "expires"]
     if not expires:
         return None
-    try:
-        expiry = parsedate_to_datetime(expires[0]).timestamp()
-    except (TypeError, ValueError, IndexError):
-        return 0  # an invalid Expires means already expired (RFC 9111 5.3)
-    dates = [value for name, value in headers if name.lower() == "date"]
-    try:
-        origin_now = parsedate_to_datetime(dates[0]).timestamp() if dates else (now or time.time())
-    except (TypeError, ValueError, IndexError):
-        origin_now = now or time.time()
-    return expiry - origin_now
+    expiry = http_date(expires[0], now) if len(expires) == 1 else None
+    if expiry is None:
+        return 0
+    served = _date(headers, "date")
+    return expiry - (served if served is not None else (now or time.time()))

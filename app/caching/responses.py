@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from flask import Response, has_request_context
 
 from app.observability import metrics
+from app.caching.dates import http_date
 from app.caching.entry import CachedResponse
 from app.caching.policy import header_values
 from app.current import current_request
@@ -60,7 +61,7 @@ def with_status(response: Response, member: str) -> Response:
 
 
 # The forward reasons this module writes (RFC 9211 fwd values): a closed set, so a bounded label.
-_FORWARD_REASONS = frozenset({"bypass", "miss", "uri-miss", "vary-miss"})
+_FORWARD_REASONS = frozenset({"bypass", "miss", "uri-miss", "vary-miss", "stale"})
 
 
 def _count(member: str) -> None:
@@ -88,16 +89,33 @@ def fresh_response(entry: CachedResponse, now: float, head: bool) -> ProxyRespon
     return ProxyResponse(body, status=entry.status, headers=headers)
 
 
-def not_modified(entry: CachedResponse, if_none_match: str | None, now: float) -> ProxyResponse | None:
-    """A 304 when the stored entry's ETag matches ``If-None-Match`` (weak comparison), else None."""
-    if if_none_match is None or entry.etag is None or entry.status != 200:
+def not_modified(entry: CachedResponse, if_none_match: str | None, now: float,
+                 if_modified_since: str | None = None) -> ProxyResponse | None:
+    """A 304 when the client's condition holds for the stored entry (RFC 9110 13.2.2), else None.
+
+    ``If-None-Match`` uses the weak comparison (or ``*``); only without it, ``If-Modified-Since`` is compared
+    with the entry's ``Last-Modified``.
+    """
+    if entry.status != 200:
         return None
-    wanted = header_values([("If-None-Match", if_none_match)], "If-None-Match")
-    if "*" not in wanted and _opaque(entry.etag) not in {_opaque(tag) for tag in wanted}:
+    if if_none_match is not None:
+        if entry.etag is None:
+            return None
+        wanted = header_values([("If-None-Match", if_none_match)], "If-None-Match")
+        if "*" not in wanted and _opaque(entry.etag) not in {_opaque(tag) for tag in wanted}:
+            return None
+    elif if_modified_since is None or not _unmodified_since(entry, if_modified_since):
         return None
     headers = [(name, value) for name, value in entry.headers if name.lower() in _NOT_MODIFIED_FIELDS]
     headers.append(("Age", str(_age(entry, now))))
     return ProxyResponse([], status=304, headers=headers)
+
+
+def _unmodified_since(entry: CachedResponse, since: str) -> bool:
+    """Whether the entry's Last-Modified is no later than the client's date (False when either is unusable)."""
+    modified = http_date(entry.last_modified) if entry.last_modified is not None else None
+    wanted = http_date(since)
+    return modified is not None and wanted is not None and modified <= wanted
 
 
 def _opaque(tag: str) -> str:

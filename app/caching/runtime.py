@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from app.caching.entry import CachedResponse, VarySpec
 from app.caching.local import Journal, LocalStore
+from app.caching.refresh import Refreshes
 from app.caching.settings import CacheSettings
 from app.caching.shared import SharedStore
 
@@ -27,6 +28,8 @@ class Flight:
     # The answer could not be shared (private, credentials, Set-Cookie...): waiters go upstream themselves
     # at once. A failure leaves it False, so waiters take over one at a time instead.
     pass_through: bool = False
+    # The upstream failed and the leader served the stale entry (stale-if-error): waiters may do the same.
+    stale_error: bool = False
 
 
 class CacheRuntime:
@@ -40,6 +43,7 @@ class CacheRuntime:
         self.shared = (SharedStore(settings.shared_uri, settings.shared_timeout, settings.shared_retry, clock)
                        if settings.shared_uri else None)
         self.flights: dict[str, Flight] = {}
+        self.refreshes = Refreshes(settings.wait_timeout)
         self.in_use: bool | None = None  # whether any view of the app is cached; None until first needed
 
     def get(self, key: str) -> Item | None:
@@ -65,6 +69,16 @@ class CacheRuntime:
         if self.shared is None:
             return item
         return dataclasses.replace(item, expires=min(item.expires, self.clock() + self.settings.local_ttl))
+
+    def release(self, key: str, flight: Flight) -> None:
+        """End a flight: forget it (unless another took its key) and wake its waiters."""
+        if self.flights.get(key) is flight:
+            del self.flights[key]
+        flight.done.set()
+
+    def close(self) -> None:
+        """End what this runtime runs in the background (stale-while-revalidate refreshes)."""
+        self.refreshes.close()
 
     def purge(self, kind: str, value: str) -> int | None:
         """Purge a path, prefix or tag in every worker of this instance and in the shared tier."""

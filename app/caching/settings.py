@@ -11,11 +11,13 @@ from typing import Any
 
 from app.config import ConfigError, Section
 
-__all__ = ["SCOPES", "CacheSettings", "RouteCache", "read_cache", "read_route_cache", "route_cache"]
+__all__ = ["FRESHNESS", "SCOPES", "CacheSettings", "RouteCache", "read_cache", "read_route_cache", "route_cache"]
 
 #: Who may share a stored response: anyone (credentialed requests only when the upstream says
 #: ``public``), or only the verified consumer that caused it to be stored.
 SCOPES = ("public", "consumer")
+#: What a response without explicit freshness gets: the route's ttl, or only the RFC's heuristic (4.2.2).
+FRESHNESS = ("route", "upstream")
 _HEADER_NAME = r"[A-Za-z0-9!#$%&'*+.^_`|~-]+"
 _MIN_PURGE_TOKEN = 32
 
@@ -30,7 +32,9 @@ class CacheSettings:
     shared_timeout: float  # seconds for a Redis connect or reply before the tier counts as down
     shared_retry: float  # seconds the shared tier is left alone after a failure
     local_ttl: float  # with a shared tier: how long a worker keeps its own copy (other instances' purges)
-    wait_timeout: float  # how long concurrent misses wait for the one upstream call
+    wait_timeout: float  # how long concurrent misses wait for the one upstream call (and a refresh may run)
+    targeted_fields: tuple[str, ...]  # RFC 9213 fields the cache obeys instead of Cache-Control, first present wins
+    stale_keep: float  # how long past its freshness an entry is kept for revalidation and stale serving
     max_waiters: int  # waiters per key beyond which a request goes upstream itself
     surrogate_header: str
     purge_token: str | None
@@ -45,12 +49,17 @@ class RouteCache:
     ttl: float
     vary: tuple[str, ...]
     scope: str
+    freshness: str = "route"  # "route": no explicit freshness gets ttl; "upstream": only RFC 9111 4.2.2 heuristics
+    stale_while_revalidate: float | None = None  # seconds; None: as the upstream says; shortened by the upstream
+    stale_if_error: float | None = None  # seconds; None: as the upstream says; shortened by the upstream
+    ignore_client_no_cache: bool = False  # a client's no-cache is not a revalidation (cache-busting floods)
 
 
-def route_cache(key: str, ttl: float, vary: object, scope: str) -> RouteCache:
+def route_cache(key: str, ttl: float, vary: object, scope: str, **options: object) -> RouteCache:
     """A checked policy; ``key`` names it in errors (a decorator or a [[routes]] entry)."""
+    given = {name: value for name, value in options.items() if value is not None}
     return _read_policy(Section(key, {"ttl": ttl, "vary": list(vary) if isinstance(vary, tuple) else vary,
-                                      "scope": scope}))
+                                      "scope": scope, **given}))
 
 
 def read_route_cache(key: str, value: object) -> RouteCache:
@@ -66,8 +75,33 @@ def _read_policy(section: Section) -> RouteCache:
             raise ConfigError(section.key("vary"), name, "request header names (never *, Cookie or Authorization: "
                                                          "credentials are handled by scope)")
     scope = section.string("scope", "public", choices=SCOPES)
+    freshness = section.string("freshness", "route", choices=FRESHNESS)
+    swr = _window(section, "stale_while_revalidate")
+    sie = _window(section, "stale_if_error")
+    ignore = section.boolean("ignore_client_no_cache", False)
     section.done()
-    return RouteCache(ttl=ttl, vary=tuple(sorted({name.lower() for name in vary})), scope=scope)
+    return RouteCache(ttl=ttl, vary=tuple(sorted({name.lower() for name in vary})), scope=scope,
+                      freshness=freshness, stale_while_revalidate=swr, stale_if_error=sie,
+                      ignore_client_no_cache=ignore)
+
+
+def _fields(section: Section, name: str) -> tuple[str, ...]:
+    """Header names, in order (the first one a response carries wins)."""
+    names = section.strings(name, ())
+    for field in names:
+        if not _is_header_name(field) or field.lower() == "cache-control":
+            raise ConfigError(section.key(name), field, "header names other than Cache-Control")
+    return names
+
+
+def _window(section: Section, name: str) -> float | None:
+    """A stale window in seconds (0 turns stale serving off), or None when the route leaves it to the upstream."""
+    if not section.has(name):
+        return None
+    value = section.raw(name)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 86400:
+        raise ConfigError(section.key(name), value, "a number of seconds >= 0 and < 86400")
+    return float(value)
 
 
 def _is_header_name(name: str) -> bool:
@@ -101,6 +135,7 @@ def read_cache(config: Mapping[str, Any]) -> CacheSettings:
         max_bytes=max_bytes, max_item_bytes=max_item_bytes, shared_uri=shared_uri or None,
         shared_timeout=section.seconds("shared_timeout"), shared_retry=section.seconds("shared_retry"),
         local_ttl=section.seconds("local_ttl"), wait_timeout=section.seconds("wait_timeout"),
+        stale_keep=section.seconds("stale_keep"), targeted_fields=_fields(section, "targeted_fields"),
         max_waiters=section.integer("max_waiters", minimum=1), surrogate_header=surrogate_header,
         purge_token=purge_token or None, admin_path=admin_path,
         # Workers of one gunicorn master share their parent's pid: one journal per instance.
