@@ -75,3 +75,19 @@ def test_route_windows_are_shortened_by_the_upstream() -> None:
     assert _decide(control, windows=(60, 60))[2:] == (5, 60)
     assert _decide(control, windows=(0, None))[2:] == (0, 0)
     assert _decide(("Cache-Control", "max-age=10"), windows=(60, 30))[2:] == (60, 30)
+
+
+@pytest.mark.parametrize(("value", "used"), [
+    ("max-age=30", True),
+    ("foobar, max-age=30", True),  # unknown directives are fine
+    ("max-age=30;x=1", True),  # parameters are allowed and ignored
+    ("max-age=30, &&&&&", False),  # not a Structured Field dictionary: Cache-Control applies
+    ('max-age="30"', False),  # max-age must be an integer
+    ("MaX-aGe=30", False),  # keys are lower case
+    ("max-age= 30", False),
+    ("max-age", False),
+])
+def test_an_invalid_targeted_field_is_ignored(value: str, used: bool) -> None:
+    ttl, reason, _, _ = _decide(("CDN-Cache-Control", value), ("Cache-Control", "no-store"))
+    assert ((ttl, reason) == (30, None)) is used
+    assert (reason == "no-store") is not used

@@ -10,9 +10,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from app.caching.dates import http_date
+from app.caching.targeted import targeted_directives
 
 __all__ = [
-    "CACHEABLE_STATUSES", "Decision", "cache_control", "decide", "header_values", "initial_age", "targeted_directives",
+    "CACHEABLE_STATUSES", "Decision", "cache_control", "decide", "header_values", "initial_age",
 ]
 
 #: Final statuses cacheable by default (RFC 9110 15.1); others need explicit freshness we do not trust.
@@ -108,16 +109,6 @@ def decide(status: int, headers: list[tuple[str, str]], route_ttl: float, *, cre
 
 # Directives after which a stored response is never served stale (s-maxage implies proxy-revalidate).
 _NO_STALE = ("must-revalidate", "proxy-revalidate", "no-cache", "s-maxage")
-
-
-def targeted_directives(headers: list[tuple[str, str]], fields: tuple[str, ...]) -> dict[str, str | None] | None:
-    """The directives of the first targeted field (RFC 9213) with a non-empty value, or None: use Cache-Control."""
-    for field in fields:
-        directives = cache_control([("Cache-Control", value) for name, value in headers
-                                    if name.lower() == field.lower()])
-        if directives:
-            return directives
-    return None
 
 
 def _refusal(headers: list[tuple[str, str]], directives: dict[str, str | None], credentials: bool,
