@@ -326,3 +326,24 @@ def test_a_bad_stale_keep_stops_the_start(make_app: AppFactory) -> None:
     with pytest.raises(ConfigError) as caught:
         make_app(CACHE={"stale_keep": 0})
     assert caught.value.key == "cache.stale_keep"
+
+
+def test_any_unsafe_method_invalidates(make_app: AppFactory, tmp_path: Path) -> None:
+    origin = Origin(lambda call, _: (f"v{call}", 200, {}))
+    app, _ = build(make_app, tmp_path, origin)
+    app.add_url_rule("/r", "search", public(lambda: "searched"), methods=["M-SEARCH"])
+    client = app.test_client()
+    client.get("/r")
+    assert client.open("/r", method="M-SEARCH").status_code == 200
+    assert client.get("/r").data == b"v2"
+
+
+def test_the_upstream_framing_is_not_stored(make_app: AppFactory, tmp_path: Path) -> None:
+    def chunked(call: int, _: dict[str, str]) -> Any:
+        return f"v{call}", 200, {"Transfer-Encoding": "chunked"}
+
+    app, _ = build(make_app, tmp_path, Origin(chunked))
+    client = app.test_client()
+    client.get("/r")
+    hit = client.get("/r")
+    assert "Transfer-Encoding" not in hit.headers and hit.headers["Content-Length"] == "2"

@@ -24,7 +24,8 @@ __all__ = ["EXTENSION", "Cache", "apply_cache", "cache", "cache_response", "cach
 
 #: Where the cache runtime lives in ``app.extensions``.
 EXTENSION = "frontdesk.cache"
-_UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# RFC 9111 4.4: a successful answer to any unsafe method (not just the four common ones) invalidates.
+_SAFE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 View = TypeVar("View", bound=Callable[..., Any])
 
@@ -112,9 +113,9 @@ def cache_response(*, ttl: float, vary: Iterable[str] = (), scope: str = "public
 
 
 def invalidate_after_write(response: Response) -> Response:
-    """After a successful POST/PUT/PATCH/DELETE, drop what every worker stored for that path (RFC 9111 4.4)."""
+    """After a successful unsafe request (POST, PUT, DELETE, M-SEARCH...), drop the path everywhere (RFC 9111 4.4)."""
     served = current_request()
-    if served.method in _UNSAFE and response.status_code < 400:
+    if served.method not in _SAFE and response.status_code < 400:
         runtime: CacheRuntime = current_app.extensions[EXTENSION]
         if runtime.in_use is None:  # once per worker: an app without cached routes writes no journal
             runtime.in_use = any(cache_policy_of(view) is not None for view in current_app.view_functions.values())

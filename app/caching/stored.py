@@ -23,7 +23,9 @@ def stored_entry(settings: CacheSettings, decision: Decision, answer: tuple[int,
                  requested_at: float, path: str) -> CachedResponse:
     """The stored form of an answer: kept past its freshness only when a validator or a stale window can use it."""
     status, headers, body = answer
-    stored_headers = [(n, v) for n, v in headers if n.lower() != settings.surrogate_header.lower()]
+    # The body is stored whole (Content-Length is added): the upstream's framing is not part of the entry.
+    dropped = (settings.surrogate_header.lower(), "transfer-encoding")
+    stored_headers = [(n, v) for n, v in headers if n.lower() not in dropped]
     etag = next((v for n, v in headers if n.lower() == "etag"), None)
     modified = next((v for n, v in headers if n.lower() == "last-modified"), None)
     fresh_until = requested_at + decision.ttl
