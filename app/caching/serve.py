@@ -156,10 +156,17 @@ def _refresh(runtime: CacheRuntime, policy: RouteCache, view: View, keys: tuple[
     flight = runtime.flights[key] = Flight()
 
     def work() -> None:
+        shared = runtime.shared
+        # With a shared tier, one refresh per key for the fleet: another worker or instance has it otherwise.
+        if shared is not None and shared.claim(key, runtime.settings.wait_timeout) != "lead":
+            return
         try:
             _fetch(runtime, policy, view, keys, flight, who, entry).close()
         except HTTPException as error:  # an upstream failure: the entry stays as it was
             log.info("cache refresh failed", extra={"fields": {"status": error.code}})
+        finally:
+            if shared is not None:
+                shared.release(key, True, 0)
 
     runtime.refreshes.start(work, lambda: runtime.release(key, flight))
 
