@@ -347,3 +347,21 @@ def test_the_upstream_framing_is_not_stored(make_app: AppFactory, tmp_path: Path
     client.get("/r")
     hit = client.get("/r")
     assert "Transfer-Encoding" not in hit.headers and hit.headers["Content-Length"] == "2"
+
+
+def test_a_revalidation_answered_with_an_unstorable_answer_drops_the_entry(
+        make_app: AppFactory, tmp_path: Path) -> None:
+    def script(call: int, _: dict[str, str]) -> Any:
+        if call == 1:
+            return "shared", 200, {"Cache-Control": "max-age=10, stale-while-revalidate=60"}
+        return "mine", 200, {"Cache-Control": "private"}
+
+    origin = Origin(script)
+    app, offset = build(make_app, tmp_path, origin)
+    client = app.test_client()
+    client.get("/r")
+    offset[0] = 20
+    assert client.get("/r").data == b"shared"  # stale while the refresh runs
+    cache.runtime(app).refreshes.group.join(timeout=5)
+    after = client.get("/r")
+    assert after.data == b"mine" and "detail=private" in status_of(after)  # not the old shared entry

@@ -70,6 +70,12 @@ class CacheRuntime:
             return item
         return dataclasses.replace(item, expires=min(item.expires, self.clock() + self.settings.local_ttl))
 
+    def drop(self, key: str) -> None:
+        """Forget one entry in both tiers."""
+        self.local.pop(key)
+        if self.shared is not None:
+            self.shared.delete(key)
+
     def release(self, key: str, flight: Flight) -> None:
         """End a flight: forget it (unless another took its key) and wake its waiters."""
         if self.flights.get(key) is flight:

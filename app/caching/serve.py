@@ -295,6 +295,8 @@ def _store(runtime: CacheRuntime, policy: RouteCache, keys: tuple[str, str, str]
         reason = "partial"
     response = answer if isinstance(answer, Response) else ProxyResponse([answer[2]], status=status, headers=headers)
     if reason is not None:
+        if fwd == "stale" and status < 500:
+            runtime.drop(keys[1])  # the upstream's answer replaces the stale entry, even by not being storable
         flight.pass_through = reason in _PASS_REASONS or status < 500
         return with_status(response, f"fwd={fwd}; {status_note}detail={reason}")
     body = answer[2] if isinstance(answer, tuple) else read_body(response, runtime.settings.max_item_bytes)

@@ -80,6 +80,15 @@ class SharedStore:
         except redis.RedisError as error:
             self._failed(error)
 
+    def delete(self, key: str) -> None:
+        """Forget one item (its index entries point at nothing and expire with their index)."""
+        if not self.available:
+            return
+        try:
+            self.client.delete(_PREFIX + key)
+        except redis.RedisError as error:
+            self._failed(error)
+
     def claim(self, key: str, seconds: float) -> str:
         """Fleet-wide single flight: "lead" (this caller fetches; also when Redis is down), "pass" or "busy"."""
         if not self.available:
