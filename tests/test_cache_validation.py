@@ -365,3 +365,17 @@ def test_a_revalidation_answered_with_an_unstorable_answer_drops_the_entry(
     cache.runtime(app).refreshes.group.join(timeout=5)
     after = client.get("/r")
     assert after.data == b"mine" and "detail=private" in status_of(after)  # not the old shared entry
+
+
+def test_a_client_forced_revalidation_is_fwd_request(make_app: AppFactory, tmp_path: Path) -> None:
+    def script(call: int, headers: dict[str, str]) -> Any:
+        if call == 1:
+            return "body", 200, {"ETag": '"q"', "Cache-Control": "max-age=300"}
+        assert headers.get("If-None-Match") == '"q"'
+        return "", 304, {"ETag": '"q"'}
+
+    app, _ = build(make_app, tmp_path, Origin(script))
+    client = app.test_client()
+    client.get("/r")
+    forced = client.get("/r", headers={"Cache-Control": "no-cache"})
+    assert forced.data == b"body" and status_of(forced) == "frontdesk; fwd=request; fwd-status=304; stored"

@@ -61,7 +61,7 @@ def with_status(response: Response, member: str) -> Response:
 
 
 # The forward reasons this module writes (RFC 9211 fwd values): a closed set, so a bounded label.
-_FORWARD_REASONS = frozenset({"bypass", "miss", "uri-miss", "vary-miss", "stale"})
+_FORWARD_REASONS = frozenset({"bypass", "miss", "uri-miss", "vary-miss", "stale", "request"})
 
 
 def _count(member: str) -> None:

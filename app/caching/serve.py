@@ -113,13 +113,15 @@ def serve(policy: RouteCache, view: View) -> Response:
                     _refresh(runtime, policy, view, (url, key, "stale"), entry, (credentials, consumer is not None))
                 return _stale(entry, now, "detail=stale-while-revalidate")
             stale = entry
+            # RFC 9211: "request" when it is fresh but the request's directives did not allow its use.
+            forward = "request" if now < entry.fresh_until else "stale"
         elif rules.only_if_cached:
             raise CacheOnlyIfCached("Nothing stored answers this request, and it asked for a stored answer only.")
         elif head or "no-store" in cache_control([("Cache-Control", environ.get("HTTP_CACHE_CONTROL", ""))]):
             return with_status(_response(view()), "fwd=miss; detail=" + ("head" if head else "request-no-store"))
         flight = runtime.flights.get(key)
         if flight is None:
-            fwd = "stale" if stale is not None else "vary-miss" if isinstance(spec, VarySpec) else "uri-miss"
+            fwd = forward if stale is not None else "vary-miss" if isinstance(spec, VarySpec) else "uri-miss"
             return _lead(runtime, policy, view, (url, key, fwd), (credentials, consumer is not None),
                          lambda: _lookup(runtime, url, policy, environ), stale)
         if flight.waiters >= runtime.settings.max_waiters:
@@ -295,7 +297,7 @@ def _store(runtime: CacheRuntime, policy: RouteCache, keys: tuple[str, str, str]
         reason = "partial"
     response = answer if isinstance(answer, Response) else ProxyResponse([answer[2]], status=status, headers=headers)
     if reason is not None:
-        if fwd == "stale" and status < 500:
+        if fwd in ("stale", "request") and status < 500:
             runtime.drop(keys[1])  # the upstream's answer replaces the stale entry, even by not being storable
         flight.pass_through = reason in _PASS_REASONS or status < 500
         return with_status(response, f"fwd={fwd}; {status_note}detail={reason}")
