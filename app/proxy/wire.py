@@ -50,7 +50,7 @@ _PLAIN_HEAD = re.compile(
     rb"HTTP/1\.1 ([2-5][0-9][0-9])(?: ([\t \x21-\x7e\x80-\xff]*))?\r\n((?:" + _TOKEN + rb":[ \t]*" + _VALUE
     + rb"[ \t]*\r\n)*)\r\n")
 _PLAIN_FIELD = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(" + _VALUE + rb")[ \t]*\r\n")
-_FIELD_VALUE = re.compile(r"[\t \x21-\x7e\x80-\xff]*")
+_FIELD_VALUE = re.compile(rb"[\t \x21-\x7e\x80-\xff]*")
 # A Content-Length field line of the final head, read after the head was accepted (so lines are whole).
 _LENGTH_LINE = re.compile(rb"^content-length[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
 _NO_BODY_STATUSES = (204, 304)
@@ -146,9 +146,9 @@ class UpstreamResponse(http.client.HTTPResponse):
                 or (lengths and not (lengths[0].isdigit() and len(lengths[0]) <= _LENGTH_DIGITS))
                 or any(name.lower() == b"transfer-encoding" for name, _ in fields)):
             return False  # framing h11 reads (or refuses)
-        head = bytes(buffer[:end + 3])
         del buffer[:end + 3]
-        self._set_head(status, (match[2] or b"").decode("latin-1"), b"1.1", fields, head)
+        # The expression already took only field values without control characters.
+        self._set_head(status, (match[2] or b"").decode("latin-1"), b"1.1", fields, lengths)
         if has_body:
             assert self.length is not None
             self._remaining = self.length - len(buffer)
@@ -157,7 +157,8 @@ class UpstreamResponse(http.client.HTTPResponse):
                 del buffer[self.length:]
                 self._spoil()
         else:
-            self._spoil_if(bool(buffer))
+            if buffer:
+                self._spoil()
             buffer.clear()
         self.plain = True
         if self._remaining == 0:
@@ -188,16 +189,22 @@ class UpstreamResponse(http.client.HTTPResponse):
         if head_end - head_start > HEAD_LIMIT:
             # h11 bounds only a head still arriving; one that came whole in a large read is checked here.
             raise UpstreamProtocolError(f"a head over {HEAD_LIMIT} bytes")
-        self._set_head(event.status_code, event.reason.decode("latin-1"), event.http_version,
-                       event.headers.raw_items(), bytes(received[head_start:head_end]))
+        fields = event.headers.raw_items()
+        if not all(_FIELD_VALUE.fullmatch(value) for _, value in fields):
+            raise UpstreamProtocolError("a control character in a field value")
+        # h11 merges repeated lengths: the raw head tells whether there were several.
+        lengths = _LENGTH_LINE.findall(received, head_start, head_end)
+        self._set_head(event.status_code, event.reason.decode("latin-1"), event.http_version, fields, lengths)
         if parser.their_state is h11.DONE or parser.their_state is h11.MUST_CLOSE:
             self._end_h11()  # no body: the answer is complete
 
-    def _set_head(self, status: int, reason: str, version: bytes, fields: Any, head: bytes) -> None:
-        """Check the final head by the rules h11 leaves to us, and build http.client's message from it."""
+    def _set_head(self, status: int, reason: str, version: bytes, fields: Any, lengths: list[bytes]) -> None:
+        """Check the final head by the rules h11 leaves to us, and build http.client's message from it.
+
+        ``lengths`` are the raw values of every Content-Length line of the head.
+        """
         if version not in (b"1.0", b"1.1"):
             raise UpstreamProtocolError("an HTTP version other than 1.0 or 1.1")
-        lengths = _LENGTH_LINE.findall(head)
         if len(lengths) > 1 or (lengths and not lengths[0].isdigit()):
             raise UpstreamProtocolError("Content-Length given twice or as a list")
         message = http.client.HTTPMessage()
@@ -210,8 +217,6 @@ class UpstreamResponse(http.client.HTTPResponse):
                 self.chunked = True
                 continue
             value = raw_value.decode("latin-1")
-            if not _FIELD_VALUE.fullmatch(value):
-                raise UpstreamProtocolError("a control character in a field value")
             if lower == "content-length":
                 value = str(int(value))  # "005" is sent on as "5"
             elif lower == "connection" and "close" in (token.strip().lower() for token in value.split(",")):
@@ -263,10 +268,6 @@ class UpstreamResponse(http.client.HTTPResponse):
             except OSError:
                 pass
 
-    def _spoil_if(self, spoiled: bool) -> None:
-        if spoiled:
-            self._spoil()
-
     def _finish_plain(self) -> None:
         self._ended = True
         self._close_wire()
@@ -276,7 +277,8 @@ class UpstreamResponse(http.client.HTTPResponse):
         assert self._parser is not None
         self._ended = True
         spare, _closed = self._parser.trailing_data
-        self._spoil_if(self._parser.their_state is not h11.DONE or bool(spare))
+        if self._parser.their_state is not h11.DONE or spare:
+            self._spoil()
         self._close_wire()
 
     def _close_wire(self) -> None:
