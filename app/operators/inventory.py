@@ -23,8 +23,8 @@ from app.proxy import upstreams
 from app.ratelimit import by_client_address, by_consumer, limiter, route_limits_of
 from app.routes import DECLARED, RouteSettings
 
-if TYPE_CHECKING:  # the type resolve_limits returns, not re-exported: for the type checker only
-    from flask_limiter._limits import RuntimeLimit
+if TYPE_CHECKING:  # the type route_limits_of returns; Flask-Limiter's private name is imported in one place
+    from app.ratelimit.layer import RuntimeLimit
 
 _DECORATED = switch("limiter-before-request")
 

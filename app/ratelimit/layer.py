@@ -21,7 +21,9 @@ from app.ratelimit.runtime import EXTENSION, RateLimitRuntime
 
 if TYPE_CHECKING:
     from flask_limiter import Limiter
-    from flask_limiter._limits import RuntimeLimit  # what iterating a RouteLimit gives; not re-exported
+    # What iterating a RouteLimit gives; Flask-Limiter does not export it. Named here once (the inventory
+    # takes it from this module), for the type checker only.
+    from flask_limiter._limits import RuntimeLimit as RuntimeLimit
 
 __all__ = ["PolicyLimit", "policy_limit", "route_limits_of"]
 
