@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from flask import Blueprint, Flask
 
+from app.application import Gateway
 from app.auth import auth
 from app.caching import cache
 from app.operators.check import ERROR_PREFIX, REFUSED
@@ -57,7 +58,7 @@ def create_app(
     problems = problems or Problems()
     env_name, config = load_config(env, config_file, overrides, problems=problems)
     check_internals("app")  # library internals written for other versions fall back (app/internals.py)
-    app = Flask("app", static_folder=None)  # the package's name: its root path, its logger
+    app = Gateway("app", static_folder=None)  # the package's name: its root path, its logger
     app.config.update(config, GATEWAY_ENV=env_name)
     app.extensions[PROBLEMS] = problems
     config = app.config  # a section found bad while checking is put back to its defaults here

@@ -170,9 +170,9 @@ _WERKZEUG = ("3.1.9",)
 _LIMITER = ("4.1.1",)
 _PYTHONS = ("3.11", "3.12", "3.13")
 
-#: The table. Dropped for a gain under 3 % of a pass-through's CPU (docs/decisions.md, 78): Flask's
-#: ensure_sync memo, Flask-Limiter's context property and its two wrapped hooks, logging._srcfile,
-#: flask_limiter._limits.RuntimeLimit as a type, flask.globals.request_ctx.
+#: The table. Dropped for a gain under 3 % of a pass-through's CPU (docs/decisions.md, 78): Flask-Limiter's
+#: context property and its two wrapped hooks, logging._srcfile, flask_limiter._limits.RuntimeLimit as a
+#: type, flask.globals.request_ctx. Flask's ensure_sync memo is back as the public override it is (93).
 TABLE: tuple[Internal, ...] = (
     Internal("gunicorn-response", "server", "gunicorn", _GUNICORN, "worker.OneSendResponse",
              "gunicorn.http.wsgi.Response replaced by a subclass overriding write and _emit_body: the head "
