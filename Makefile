@@ -63,9 +63,10 @@ pytest: $(STAMP)
 check-config: $(STAMP)
 	$(BIN)/python -m app check
 
-## bench: Frontdesk against reference servers (needs wrk; nginx when installed); writes docs/benchmark.md/.json
+## bench: Frontdesk against reference servers (needs wrk; nginx when installed); writes docs/benchmark.md/.json.
+## BENCH_BASELINE=<commit> also serves that commit's gateway in the same rounds (before/after figures).
 bench: $(STAMP)
-	$(BIN)/python -m bench.run $(if $(BENCH_NOTE),--note "$(BENCH_NOTE)")
+	$(BIN)/python -m bench.run $(if $(BENCH_NOTE),--note "$(BENCH_NOTE)") $(if $(BENCH_BASELINE),--baseline "$(BENCH_BASELINE)")
 
 ## bench-quick: the same harness, one second per contender; the report goes to a temp directory
 bench-quick: $(STAMP)

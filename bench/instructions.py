@@ -109,7 +109,7 @@ def _app(name: str, upstream: str) -> Any:
     if name == "gateway":
         directory = Path(tempfile.mkdtemp(prefix="frontdesk-instructions-app-"))
         config = directory / "gateway.toml"
-        config.write_text(gateway_toml(upstream, upstream, "memory://", "HS256", None))
+        config.write_text(gateway_toml(upstream, upstream, upstream, "memory://", "HS256", None))
         os.environ.update({"GATEWAY_ENV": "production", "GATEWAY_CONFIG": str(config),
                            "GATEWAY_AUTH__JWT__SECRET": HS_SECRET, "GATEWAY_WORKERS": "1"})
         # The access log goes to a file, as in make bench, not to the terminal.

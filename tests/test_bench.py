@@ -44,21 +44,25 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], st
         _require(nginx_binary(), "nginx")
     out = tmp_path_factory.mktemp("bench")
     env = {key: value for key, value in os.environ.items() if not key.startswith("GATEWAY_")}
-    done = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--out-dir", str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=110)
+    # --baseline HEAD: the before/after rows and their comparison, with a second checkout of the same code.
+    done = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--out-dir", str(out), "--baseline", "HEAD"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads((out / "benchmark.json").read_text()), (out / "benchmark.md").read_text()
 
 
 def test_every_contender_of_every_scenario_answered_without_errors(report: tuple[dict[str, Any], str]) -> None:
     results, _ = report
+    base = "@" + results["settings"]["baseline"]
     expected = {
-        "passthrough": {"direct", "naive proxy", "forwarding floor", "bare flask", "frontdesk"}
+        "passthrough": {"direct", "naive proxy", "forwarding floor", "bare flask", "frontdesk", f"frontdesk {base}"}
         | ({"nginx proxy"} if nginx_binary() else set()),
-        "jwt": {"frontdesk pass-through", "frontdesk HS256 + limit", "frontdesk RS256 + limit"},
-        "cache": {"bare flask", "frontdesk cache hit"},
+        "jwt": {"frontdesk pass-through", "frontdesk HS256 + limit", "frontdesk RS256 + limit",
+                f"frontdesk HS256 + limit {base}"},
+        "cache": {"bare flask", "frontdesk cache hit", f"frontdesk cache hit {base}"},
         "aggregation": {"direct (one call)", "frontdesk 3-way"},
-        "slow": {"direct", "forwarding floor", "frontdesk"},
+        "slow": {"direct", "forwarding floor", "frontdesk", f"frontdesk {base}"},
+        "unsaturated": {"direct", "forwarding floor", "frontdesk", f"frontdesk {base}"},
     }
     assert {key: set(scenario["contenders"]) for key, scenario in results["scenarios"].items()} == expected
     for key, scenario in results["scenarios"].items():
@@ -90,12 +94,22 @@ def test_the_download_streamed_every_byte_through_each_contender(report: tuple[d
 def test_the_report_judges_every_target_and_names_the_machine(report: tuple[dict[str, Any], str]) -> None:
     results, page = report
     judged = {(target["scenario"].split(",")[0], target["target"]) for target in results["targets"]}
-    assert len(judged) == 11
+    assert len(judged) == 12
     assert all(isinstance(target["pass"], bool) for target in results["targets"])
     assert results["machine"]["cores"] == os.cpu_count()
-    for heading in ("### Pass-through", "### Cache hit", "## Targets (issue #11)", "## Machine"):
+    for heading in ("### Pass-through", "### Cache hit", "### Unsaturated", "## Targets (issue #22)", "## Machine"):
         assert heading in page
     assert "| frontdesk cache hit |" in page
+
+
+def test_the_baseline_rows_are_compared_with_this_commits(report: tuple[dict[str, Any], str]) -> None:
+    results, page = report
+    rows = {(row["scenario"], row["row"]) for row in results["baseline"]}
+    assert rows == {("Pass-through", "frontdesk"), ("JWT + Redis limit + pass-through", "frontdesk HS256 + limit"),
+                    ("Cache hit", "frontdesk cache hit"), ("Saturated: slow upstream (100 ms)", "frontdesk"),
+                    ("Unsaturated: 1 s upstream", "frontdesk")}
+    assert all(row["rps_ratio"] > 0 and row["cpu_ratio"] > 0 for row in results["baseline"])
+    assert f"## Against {results['settings']['baseline']}" in page
 
 
 def test_each_round_runs_every_contender_once_starting_one_further() -> None:

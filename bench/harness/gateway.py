@@ -44,7 +44,7 @@ def mint_rs256(key: rsa.RSAPrivateKey) -> str:
     return jwt.encode(_claims(), key, algorithm="RS256")
 
 
-def gateway_toml(fast: str, slow: str, redis: str, algorithm: str, public_key_file: Path | None) -> str:
+def gateway_toml(fast: str, slow: str, long: str, redis: str, algorithm: str, public_key_file: Path | None) -> str:
     """The deployment file: every scenario's route, JWT with a static key, Redis limits, the rest as shipped.
 
     Metrics, the JSON access log at INFO and the edge protections keep their production defaults. The HS256
@@ -60,6 +60,8 @@ format = "json"
 targets = ["{fast}"]
 [upstreams.slow]
 targets = ["{slow}"]
+[upstreams.long]
+targets = ["{long}"]
 # The project's blueprints (users, web, mobile) forward to these two.
 [upstreams.users]
 targets = ["{fast}"]
@@ -102,6 +104,13 @@ cache = {{ ttl = 3600 }}
 name = "slow"
 path = "/slow/<path:rest>"
 upstream = "slow"
+upstream_path = "/{{rest}}"
+auth = "public"
+
+[[routes]]
+name = "long"
+path = "/long/<path:rest>"
+upstream = "long"
 upstream_path = "/{{rest}}"
 auth = "public"
 

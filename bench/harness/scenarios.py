@@ -42,6 +42,8 @@ class Scenario:
     title: str
     connections: int
     contenders: tuple[Contender, ...]
+    #: At least this many seconds per contender and round: a 1 s upstream needs several round trips per run.
+    min_seconds: int = 0
 
 
 def fetch_once(contender: Contender) -> int:
@@ -96,6 +98,7 @@ def run_scenario(scenario: Scenario, script: Path, rounds: int, seconds: int, wa
     CPU per request is the delta of utime + stime over the contender's processes (master and workers)
     divided by the requests wrk completed: the server's own cost, whatever the load generator's.
     """
+    seconds = max(seconds, scenario.min_seconds)
     for contender in scenario.contenders:
         status = fetch_once(contender)
         if status != 200:
