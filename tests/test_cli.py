@@ -102,7 +102,7 @@ def test_routes_table_lists_a_new_blueprint_with_its_policies(make_app: AppFacto
     assert rows["billing.invoice"] == {
         "RULE": "/billing/invoices/<invoice_id>", "METHODS": "GET", "ENDPOINT": "billing.invoice", "KIND": "code",
         "UPSTREAMS": "payments", "AUTH": "api_key billing:read", "LIMITS": "7 per 1 minute by consumer",
-        "CACHE": "45s consumer vary accept-language", "AGGREGATE": "-", "EDGE": "-"}
+        "CACHE": "ttl 45 s, consumer, vary accept-language", "AGGREGATE": "-", "EDGE": "-"}
     pay = rows["billing.pay"]
     assert (pay["METHODS"], pay["AUTH"], pay["CACHE"]) == ("POST", "any scheme billing:write", "-")
     assert pay["EDGE"] == "max_body_bytes"
@@ -126,7 +126,8 @@ def test_routes_json_lists_a_new_blueprint_with_its_policies(make_app: AppFactor
         "blueprint": "billing", "upstreams": ["payments"],
         "auth": {"public": False, "schemes": ["api_key"], "scopes": ["billing:read"]},
         "limits": [{"rate": "7 per 1 minute", "per": "consumer", "scope": "route"}],
-        "cache": {"ttl": 45, "vary": ["accept-language"], "scope": "consumer"},
+        "cache": {"ttl": 45, "vary": ["accept-language"], "scope": "consumer", "freshness": "route",
+                  "stale_while_revalidate": None, "stale_if_error": None, "ignore_client_no_cache": False},
         "aggregate": None, "edge": None, "retry_any_method": False, "summary": "One invoice."}
     assert routes["billing.pay"]["edge"] == {"max_body_bytes": 2048}
     assert routes["routes.refunds"]["retry_any_method"] is True

@@ -62,6 +62,9 @@ def test_declared_routes_carry_their_settings(make_app: AppFactory) -> None:
     app = make_app(RATELIMIT=RATELIMIT, ROUTES=[
         {"name": "orders", "path": "/orders/<order_id>", "upstream": "orders", "auth": {"scopes": ["orders:read"]},
          "limits": ["3/second"], "cache": {"ttl": 5}},
+        {"name": "catalog", "path": "/catalog", "upstream": "orders", "auth": "public",
+         "cache": {"ttl": 60, "freshness": "upstream", "stale_while_revalidate": 10, "stale_if_error": 300,
+                   "ignore_client_no_cache": True}},
         {"name": "board", "path": "/board/<user_id>", "auth": "public", "aggregate": {"calls": [
             {"name": "user", "upstream": "users", "path": "/users/{user_id}"},
             {"name": "orders", "upstream": "orders", "path": "/orders?user={user_id}", "required": False}]}},
@@ -75,6 +78,15 @@ def test_declared_routes_carry_their_settings(make_app: AppFactory) -> None:
                              LimitInfo("3 per 1 second", "consumer", "route"),
                              LimitInfo("100 per 1 second", "client address", "app-wide"))
     assert orders.cache is not None and orders.cache.ttl == 5
+    # Every cache option is described, for machines and for people.
+    catalog = routes["routes.catalog"]
+    assert catalog.as_dict()["cache"] == {"ttl": 60, "vary": [], "scope": "public", "freshness": "upstream",
+                                          "stale_while_revalidate": 10, "stale_if_error": 300,
+                                          "ignore_client_no_cache": True}
+    assert catalog.cache is not None and catalog.cache.summary() == (
+        "ttl 60 s, public, freshness upstream, stale-while-revalidate 10 s, stale-if-error 300 s, "
+        "ignores client no-cache")
+    assert orders.cache.summary() == "ttl 5 s, public"
 
     board = routes["routes.board"]
     assert (board.kind, board.upstreams) == ("aggregate", ("users", "orders"))

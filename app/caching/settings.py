@@ -54,6 +54,27 @@ class RouteCache:
     stale_if_error: float | None = None  # seconds; None: as the upstream says; shortened by the upstream
     ignore_client_no_cache: bool = False  # a client's no-cache is not a revalidation (cache-busting floods)
 
+    def as_dict(self) -> dict[str, Any]:
+        """Every option, JSON-ready (the route inventory, the OpenAPI document)."""
+        return {"ttl": self.ttl, "vary": list(self.vary), "scope": self.scope, "freshness": self.freshness,
+                "stale_while_revalidate": self.stale_while_revalidate, "stale_if_error": self.stale_if_error,
+                "ignore_client_no_cache": self.ignore_client_no_cache}
+
+    def summary(self) -> str:
+        """One line for people (``flask gateway routes``, the status page): the options set beside the defaults."""
+        parts = [f"ttl {self.ttl:g} s", self.scope]
+        if self.vary:
+            parts.append("vary " + " ".join(self.vary))
+        if self.freshness != "route":
+            parts.append(f"freshness {self.freshness}")
+        if self.stale_while_revalidate is not None:
+            parts.append(f"stale-while-revalidate {self.stale_while_revalidate:g} s")
+        if self.stale_if_error is not None:
+            parts.append(f"stale-if-error {self.stale_if_error:g} s")
+        if self.ignore_client_no_cache:
+            parts.append("ignores client no-cache")
+        return ", ".join(parts)
+
 
 def route_cache(key: str, ttl: float, vary: object, scope: str, **options: object) -> RouteCache:
     """A checked policy; ``key`` names it in errors (a decorator or a [[routes]] entry)."""

@@ -85,10 +85,7 @@ def _limit(limit: LimitInfo) -> str:
 
 
 def _cache(route: RouteInfo) -> str:
-    if route.cache is None:
-        return "-"
-    vary = f" vary {','.join(route.cache.vary)}" if route.cache.vary else ""
-    return f"{route.cache.ttl:g}s {route.cache.scope}{vary}"
+    return "-" if route.cache is None else route.cache.summary()
 
 
 def _aggregate(route: RouteInfo) -> str:

@@ -72,8 +72,7 @@ class RouteInfo:
             "endpoint": self.endpoint, "rule": self.rule, "methods": list(self.methods), "kind": self.kind,
             "blueprint": self.blueprint, "upstreams": list(self.upstreams), "auth": auth,
             "limits": [{"rate": limit.rate, "per": limit.per, "scope": limit.scope} for limit in self.limits],
-            "cache": None if self.cache is None else {"ttl": self.cache.ttl, "vary": list(self.cache.vary),
-                                                      "scope": self.cache.scope},
+            "cache": None if self.cache is None else self.cache.as_dict(),
             "aggregate": None if self.aggregate is None else {
                 "timeout": self.aggregate.timeout, "concurrency": self.aggregate.concurrency,
                 "parts": [{"name": part.name, "upstream": part.upstream, "path": part.template,

@@ -96,7 +96,7 @@ def _operation(route: RouteInfo, method: str, rule: Rule, rate_limit_mode: str, 
     operation["x-frontdesk"] = {
         "kind": route.kind, "upstreams": list(route.upstreams),
         "limits": [f"{limit.rate} per {limit.per} ({limit.scope})" for limit in route.limits],
-        "cache": None if route.cache is None else {"ttl": route.cache.ttl, "scope": route.cache.scope},
+        "cache": None if route.cache is None else route.cache.as_dict(),
         "validates": bool(schema and schema.validate),
     }
     return operation

@@ -110,11 +110,7 @@ def _policy_row(route: RouteInfo) -> PolicyRow:
         schemes = ", ".join(route.auth.schemes) if route.auth.schemes else "any scheme"
         auth = schemes + (": " + " ".join(route.auth.scopes) if route.auth.scopes else "")
     limits = tuple(f"{limit.rate} per {limit.per} ({limit.scope})" for limit in route.limits)
-    cache = "no"
-    if route.cache is not None:
-        cache = f"ttl {route.cache.ttl:g} s, {route.cache.scope}"
-        if route.cache.vary:
-            cache += ", vary " + " ".join(route.cache.vary)
+    cache = "no" if route.cache is None else route.cache.summary()
     upstream_names = ", ".join(route.upstreams)
     if route.aggregate is not None:
         upstream_names += " (parts: " + ", ".join(
