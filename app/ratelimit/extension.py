@@ -10,6 +10,7 @@ from typing import Any, TypeVar, cast
 from flask import Flask, Response, current_app
 from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded
 from limits.errors import ConfigurationError
+from limits.strategies import RateLimiter
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -26,7 +27,8 @@ from app.ratelimit.keys import by_client_address, by_consumer, plan_of
 from app.ratelimit.layer import PolicyLimit, policy_limit
 from app.ratelimit.runtime import EXTENSION, RateLimitRuntime
 from app.ratelimit.settings import RateLimitSettings, read_ratelimit, worker_count
-from app.ratelimit.storage import MeteredStrategy, OutageGuard, RequestCounts
+from app.ratelimit.storage import MeteredStrategy, RequestCounts
+from app.sharedstate import REDIS_ERRORS, OutageGuard, without_password
 
 __all__ = ["EXTENSION", "GatewayLimiter", "RateLimitRuntime", "limit_declared_route", "limiter", "plan_quota"]
 
@@ -65,11 +67,14 @@ class GatewayLimiter(Limiter):
         try:
             super().init_app(app)
         except ConfigurationError as error:
-            raise ConfigError("ratelimit.storage_uri", settings.storage_uri, f"a usable storage ({error})") from None
-        guard = OutageGuard(settings.retry_interval)
+            raise ConfigError("ratelimit.storage_uri", without_password(settings.storage_uri),
+                              f"a usable storage ({error})") from None
         assert self._limiter is not None
-        strategy = MeteredStrategy(self._limiter, guard=guard, timeout=settings.storage_timeout,
-                                   fail_open=settings.on_storage_error == "open", counts=_request_counts)
+        fail_open = settings.on_storage_error == "open"
+        guard = OutageGuard("rate limit storage", "limits are not enforced by it until it answers" if fail_open
+                            else "limited requests are answered 503 until it answers", settings.retry_interval,
+                            settings.storage_timeout, logger=log, errors=_storage_errors(self._limiter))
+        strategy = MeteredStrategy(self._limiter, guard=guard, fail_open=fail_open, counts=_request_counts)
         self._limiter = strategy
         app.extensions[EXTENSION] = RateLimitRuntime(settings, guard, strategy)
         app.after_request(_write_headers)
@@ -186,6 +191,12 @@ def _storage_options(settings: RateLimitSettings) -> dict[str, Any]:
     # the deadline around each call (MeteredStrategy) covering connect and answer together.
     return {"socket_connect_timeout": settings.storage_timeout, "socket_timeout": settings.storage_timeout,
             "retry": Retry(NoBackoff(), 0), "health_check_interval": 0}
+
+
+def _storage_errors(strategy: RateLimiter) -> tuple[type[BaseException], ...]:
+    """What a failed storage call raises: Redis's errors (a cluster's included) and the storage's own."""
+    errors = strategy.storage.base_exceptions
+    return (*REDIS_ERRORS, *(errors if isinstance(errors, tuple) else (errors,)))
 
 
 def _per_worker(settings: RateLimitSettings, workers: int) -> str | None:

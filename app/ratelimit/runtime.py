@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.ratelimit.settings import RateLimitSettings
-from app.ratelimit.storage import MeteredStrategy, OutageGuard
+from app.ratelimit.storage import MeteredStrategy
+from app.sharedstate import OutageGuard
 
 __all__ = ["EXTENSION", "RateLimitRuntime"]
 

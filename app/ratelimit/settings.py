@@ -12,6 +12,7 @@ from limits import parse_many
 from limits.strategies import STRATEGIES
 
 from app.config import ConfigError, Section
+from app.sharedstate import parse_redis_uri, without_password
 
 __all__ = ["HEADER_MODES", "RateLimitSettings", "check_limits", "read_ratelimit", "worker_count"]
 
@@ -64,8 +65,10 @@ def read_ratelimit(config: Mapping[str, Any]) -> RateLimitSettings:
     storage_uri = section.string("storage_uri", "memory://")
     scheme = storage_uri.partition("://")[0]
     if "://" not in storage_uri or scheme not in _SCHEMES:
-        raise ConfigError(section.key("storage_uri"), storage_uri,
+        raise ConfigError(section.key("storage_uri"), without_password(storage_uri),
                           "a URI with one of the schemes " + ", ".join(s + "://" for s in _SCHEMES))
+    if scheme != "memory":
+        parse_redis_uri(section.key("storage_uri"), storage_uri)  # the reading the cache's shared_uri gets too
     raw_plans = section.raw("plans", {})
     if not isinstance(raw_plans, Mapping):
         raise ConfigError(section.key("plans"), raw_plans, 'a table of plans (free = ["60/minute"])')

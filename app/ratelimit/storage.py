@@ -5,21 +5,20 @@ script that takes the hit and returns the window in the same round trip (limits'
 need a second call, or two, for the numbers the headers show), and the scripts of requests waiting
 at the same moment share one round trip (app/ratelimit/pipeline.py). Every call runs under a deadline;
 a failure marks the storage down, is logged once, and until a retry succeeds requests either pass
-uncounted ("open") or get a 503 ("closed") without waiting again.
+uncounted ("open") or get a 503 ("closed") without waiting again: the outage policy every shared
+state follows (app/sharedstate/outage.py).
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import gevent
 from limits import RateLimitItem, WindowStats
-from limits.storage import RedisStorage, Storage
+from limits.storage import RedisStorage
 from limits.strategies import (
     FixedWindowRateLimiter,
     MovingWindowRateLimiter,
@@ -32,10 +31,9 @@ from werkzeug.exceptions import ServiceUnavailable
 
 from app.errors import GatewayError
 from app.ratelimit.pipeline import ScriptPipeline
+from app.sharedstate import OutageGuard, Unreachable
 
 __all__ = ["Counted", "MeteredStrategy", "OutageGuard", "RequestCounts", "StorageUnavailable"]
-
-log = logging.getLogger("frontdesk.ratelimit")
 _T = TypeVar("_T")
 
 
@@ -45,10 +43,6 @@ class StorageUnavailable(GatewayError, ServiceUnavailable):
     problem = "https://frontdesk.dev/problems/rate-limit-storage-unavailable"
     description = "Rate limits cannot be checked right now."
     extra_headers = (("Retry-After", "1"),)  # ask well-behaved clients to come back in a second
-
-
-class _StorageDeadline(Exception):
-    """The storage did not answer within storage_timeout."""
 
 
 @dataclass
@@ -69,58 +63,20 @@ class RequestCounts:
     outage: bool = False
 
 
-class OutageGuard:
-    """Tracks whether the storage is down: logs the start and the end once, paces the retries."""
-
-    def __init__(self, retry_interval: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.retry_interval = retry_interval
-        self.clock = clock
-        self.down_since: float | None = None
-        self._retry_at = 0.0
-
-    def should_try(self) -> bool:
-        """Whether to call the storage now; while it is down, one caller per interval probes it."""
-        if self.down_since is None:
-            return True
-        now = self.clock()
-        if now < self._retry_at:
-            return False
-        self._retry_at = now + self.retry_interval  # the others keep failing fast meanwhile
-        return True
-
-    def failed(self, error: BaseException) -> None:
-        """Record a failed call; the first one of an outage is logged."""
-        now = self.clock()
-        self._retry_at = now + self.retry_interval
-        if self.down_since is None:
-            self.down_since = now
-            log.error("rate limit storage unreachable; limits are not enforced by it until it answers",
-                      extra={"fields": {"error": type(error).__name__, "detail": str(error)[:200]}})
-
-    def succeeded(self) -> None:
-        """Record a successful call; the end of an outage is logged."""
-        if self.down_since is not None:
-            seconds = round(self.clock() - self.down_since, 3)
-            self.down_since = None
-            log.warning("rate limit storage reachable again", extra={"fields": {"outage_seconds": seconds}})
-
-
 OneTrip = Callable[[RateLimitItem, str, int], tuple[bool, WindowStats]]
 
 
 class MeteredStrategy(RateLimiter):
     """A limits strategy with a deadline per call, outage handling, and one round trip per hit on Redis."""
 
-    def __init__(self, inner: RateLimiter, *, guard: OutageGuard, timeout: float, fail_open: bool,
+    def __init__(self, inner: RateLimiter, *, guard: OutageGuard, fail_open: bool,
                  counts: Callable[[], RequestCounts]) -> None:
         super().__init__(inner.storage)
         self.inner = inner
-        self.guard = guard
-        self.timeout = timeout
+        self.guard = guard  # its deadline bounds each call, its state spares the others the wait
         self.fail_open = fail_open
         self.counts = counts
         self.one_trip = _one_trip(inner)
-        self.errors: tuple[type[BaseException], ...] = (_StorageDeadline, OSError, *_base_errors(inner.storage))
 
     def hit(self, item: RateLimitItem, *identifiers: str, cost: int = 1) -> bool:
         """Take ``cost`` from the limit; remember the window for the headers."""
@@ -157,28 +113,18 @@ class MeteredStrategy(RateLimiter):
 
     def _call(self, counts: RequestCounts, call: Callable[[], _T]) -> _T | None:
         """``call()`` within the deadline; None when the storage is (or just went) unreachable."""
-        if counts.outage or not self.guard.should_try():
-            counts.outage = True
+        if counts.outage:
             return None
         try:
-            with gevent.Timeout(self.timeout, _StorageDeadline(f"no answer within {self.timeout:g} s")):
-                result = call()
-        except self.errors as error:
-            self.guard.failed(error)
+            return self.guard.call(call)
+        except Unreachable:
             counts.outage = True
             return None
-        self.guard.succeeded()
-        return result
 
     def _degraded(self) -> bool:
         if self.fail_open:
             return True
         raise StorageUnavailable()
-
-
-def _base_errors(storage: Storage) -> tuple[type[BaseException], ...]:
-    errors = storage.base_exceptions
-    return errors if isinstance(errors, tuple) else (errors,)
 
 
 # Each script takes the hit exactly as limits' own script for the strategy does, then returns
