@@ -100,4 +100,4 @@ def test_an_outage_degrades_to_the_local_tier(instances: tuple[Gateway, Gateway]
     assert time.monotonic() - started < 10
     # Still a cache, per worker: 30 requests over 5 paths and 4 workers reach the backend at most 20 times.
     assert sum(calls(backend, f"/outage/{n}") for n in range(5)) <= 20
-    assert "shared cache unavailable" in one.log()
+    assert one.log().count("shared cache unreachable; serving from each worker's local tier") == 2  # once a worker

@@ -16,7 +16,6 @@ from app.caching.local import KINDS
 from app.caching.runtime import CacheRuntime
 from app.caching.serve import serve
 from app.caching.settings import RouteCache, read_cache, route_cache
-from app.config import ConfigError
 from app.current import current_request
 from app.policies import add_policy, route_policy
 
@@ -35,13 +34,7 @@ class Cache:
 
     def init_app(self, app: Flask) -> None:
         """Read [cache] and build this app's (this worker's) tiers."""
-        settings = read_cache(app.config)
-        try:
-            runtime = CacheRuntime(settings)
-        except ValueError as error:  # redis-py parses the URI here (port, database...)
-            raise ConfigError("cache.shared_uri", _without_password(settings.shared_uri),
-                              f"a valid Redis URI ({error})") from None
-        app.extensions[EXTENSION] = runtime
+        app.extensions[EXTENSION] = CacheRuntime(read_cache(app.config))
 
     def runtime(self, app: Flask | None = None) -> CacheRuntime:
         """The app's cache state (tests and benchmarks reach the tiers through it)."""
@@ -65,14 +58,6 @@ class Cache:
 
 #: The one instance ``create_app`` initialises.
 cache = Cache()
-
-
-def _without_password(uri: str | None) -> str | None:
-    """The URI as errors may show it: a password in it is replaced."""
-    if uri is None or "@" not in uri:
-        return uri
-    scheme, _, rest = uri.partition("://")
-    return f"{scheme}://<credentials>@{rest.rpartition('@')[2]}"
 
 
 def apply_cache(policy: RouteCache) -> Callable[[View], View]:

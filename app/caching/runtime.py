@@ -40,8 +40,8 @@ class CacheRuntime:
         self.clock = clock
         self.local = LocalStore(settings.max_bytes, clock)
         self.journal = Journal(settings.journal, self.local)
-        self.shared = (SharedStore(settings.shared_uri, settings.shared_timeout, settings.shared_retry, clock)
-                       if settings.shared_uri else None)
+        self.shared = (SharedStore(settings.shared, settings.shared_timeout, settings.shared_retry, clock)
+                       if settings.shared is not None else None)
         self.flights: dict[str, Flight] = {}
         self.refreshes = Refreshes(settings.wait_timeout)
         self.in_use: bool | None = None  # whether any view of the app is cached; None until first needed

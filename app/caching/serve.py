@@ -218,7 +218,6 @@ def _lead(runtime: CacheRuntime, policy: RouteCache, view: View, keys: tuple[str
           lookup: Callable[[], CachedResponse | None], stale: CachedResponse | None) -> Response:
     key = keys[1]
     flight = runtime.flights[key] = Flight()
-    fleet = False
     try:
         turn = fleet_turn(runtime, key, lookup)
         if isinstance(turn, CachedResponse):
@@ -226,11 +225,10 @@ def _lead(runtime: CacheRuntime, policy: RouteCache, view: View, keys: tuple[str
         if turn == "pass":
             flight.pass_through = True
             return with_status(_response(view()), f"fwd={keys[2]}; detail=not-shareable")
-        fleet = runtime.shared is not None
         return _fetch(runtime, policy, view, keys, flight, who, stale)
     finally:
         runtime.release(key, flight)
-        if fleet and runtime.shared is not None:
+        if runtime.shared is not None:  # a no-op unless this worker holds the key's fleet lock, however we got here
             runtime.shared.release(key, not flight.pass_through, _PASS_SECONDS)
 
 

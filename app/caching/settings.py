@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.config import ConfigError, Section
+from app.sharedstate import RedisTarget, parse_redis_uri
 
 __all__ = ["FRESHNESS", "SCOPES", "CacheSettings", "RouteCache", "read_cache", "read_route_cache", "route_cache"]
 
@@ -28,7 +29,7 @@ class CacheSettings:
 
     max_bytes: int
     max_item_bytes: int
-    shared_uri: str | None
+    shared: RedisTarget | None  # shared_uri, read: one server, a cluster or a sentinel-watched service
     shared_timeout: float  # seconds for a Redis connect or reply before the tier counts as down
     shared_retry: float  # seconds the shared tier is left alone after a failure
     local_ttl: float  # with a shared tier: how long a worker keeps its own copy (other instances' purges)
@@ -137,10 +138,8 @@ def read_cache(config: Mapping[str, Any]) -> CacheSettings:
     if max_item_bytes > max_bytes:
         raise ConfigError(section.key("max_item_bytes"), max_item_bytes, f"at most max_bytes ({max_bytes})")
     shared_uri = section.raw("shared_uri", "")
-    if not isinstance(shared_uri, str) or (shared_uri and not shared_uri.startswith(("redis://", "rediss://",
-                                                                                     "unix://"))):
-        shown = shared_uri if isinstance(shared_uri, str) and "@" not in shared_uri else "<hidden>"
-        raise ConfigError(section.key("shared_uri"), shown, '"" or a redis://, rediss:// or unix:// URI')
+    # The rate limiter's reading of its storage_uri: one URI form for every shared state.
+    shared = parse_redis_uri(section.key("shared_uri"), shared_uri) if shared_uri != "" else None
     purge_token = section.raw("purge_token", "")
     if not isinstance(purge_token, str) or (purge_token and len(purge_token) < _MIN_PURGE_TOKEN):
         raise ConfigError(section.key("purge_token"), "<hidden>",
@@ -153,7 +152,7 @@ def read_cache(config: Mapping[str, Any]) -> CacheSettings:
     if not isinstance(journal, str):
         raise ConfigError(section.key("journal"), journal, "a file path, or \"\" for one per gunicorn master")
     settings = CacheSettings(
-        max_bytes=max_bytes, max_item_bytes=max_item_bytes, shared_uri=shared_uri or None,
+        max_bytes=max_bytes, max_item_bytes=max_item_bytes, shared=shared,
         shared_timeout=section.seconds("shared_timeout"), shared_retry=section.seconds("shared_retry"),
         local_ttl=section.seconds("local_ttl"), wait_timeout=section.seconds("wait_timeout"),
         stale_keep=section.seconds("stale_keep"), targeted_fields=_fields(section, "targeted_fields"),
