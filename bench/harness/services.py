@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from bench.harness.procs import Service, listener, wait_http
@@ -98,11 +99,13 @@ def start_nginx_upstream(directory: Path, big_file: Path) -> Service:
     return _start_nginx("nginx upstream", directory, _nginx_conf(directory, 1, server), port)
 
 
-def start_nginx_proxy(directory: Path, upstream_url: str, workers: int) -> Service:
-    """nginx as a plain reverse proxy to ``upstream_url`` with keep-alive upstream connections."""
+def start_nginx_proxy(directory: Path, upstream_url: str | Sequence[str], workers: int) -> Service:
+    """nginx as a plain reverse proxy with keep-alive upstream connections: to ``upstream_url``, or a round-robin
+    load balancer over several (tests/test_e2e_multi_instance.py puts it in front of two gateway instances)."""
     port = _free_port()
-    upstream = upstream_url.removeprefix("http://")
-    http_extra = f"  upstream backend {{ server {upstream}; keepalive 256; keepalive_requests 10000000; }}"
+    urls = [upstream_url] if isinstance(upstream_url, str) else list(upstream_url)
+    servers = " ".join(f"server {url.removeprefix('http://')};" for url in urls)
+    http_extra = f"  upstream backend {{ {servers} keepalive 256; keepalive_requests 10000000; }}"
     server = f"""    listen 127.0.0.1:{port} backlog=4096;
     location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }}"""
     conf = _nginx_conf(directory, workers, server, http_extra, access_log=f"{directory}/access.log")
