@@ -14,6 +14,7 @@ from app.config import ConfigError
 from app.sharedstate import OutageGuard, Unreachable, parse_redis_uri
 from tests.fakes import free_port
 from tests.fakes.redisd import RedisServer, SilentServer
+from tests.test_metrics import sample
 
 
 @pytest.mark.parametrize(("uri", "kind", "locations", "service"), [
@@ -98,7 +99,9 @@ def test_a_silent_store_costs_one_deadline_then_callers_fail_fast_until_the_retr
 def test_one_probe_per_interval_and_one_line_when_it_is_back(tmp_path: Path, guard_log: list[str]) -> None:
     port = free_port()
     client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.2, socket_timeout=0.2)
-    guard = _guard(retry=1.0)  # longer than a redis-server takes to start
+    now = [0.0]
+    guard = OutageGuard("test store", "doing without it", 1.0, 0.2, logger=logging.getLogger("frontdesk.test"),
+                        clock=lambda: now[0])
     calls = 0
 
     def ping() -> object:
@@ -107,16 +110,20 @@ def test_one_probe_per_interval_and_one_line_when_it_is_back(tmp_path: Path, gua
         return client.ping()
 
     server = RedisServer(tmp_path, port)
+    outages = sample("frontdesk_shared_state_outages_total", store="test_store")
     try:
         with pytest.raises(Unreachable):
             guard.call(ping)
+        assert sample("frontdesk_shared_state_up", store="test_store") == 0
+        assert sample("frontdesk_shared_state_outages_total", store="test_store") == outages + 1
         server.start()
         with pytest.raises(Unreachable):
             guard.call(ping)  # within the interval: not even tried
         assert calls == 1
-        time.sleep(max(0.0, guard._retry_at - guard.clock()) + 0.01)
+        now[0] = 1.0  # the retry interval has passed
         assert guard.call(ping) is True and guard.up
         assert calls == 2
+        assert sample("frontdesk_shared_state_up", store="test_store") == 1
     finally:
         server.stop()
     assert guard_log == ["test store unreachable; doing without it", "test store reachable again"]

@@ -26,7 +26,7 @@ __all__ = [
     "AUTH_OUTCOMES", "BUCKETS", "CACHE_EVENTS", "RATE_LIMIT_DECISIONS", "UNMATCHED", "UPSTREAM_OUTCOMES",
     "configure", "families", "flush", "method_label", "observe_request", "observe_upstream", "record_auth",
     "record_cache", "record_jwks_refresh", "record_partial_answer", "record_rate_limit", "record_rejected", "render",
-    "set_cache_bytes", "set_in_flight", "set_target_state", "status_class",
+    "set_cache_bytes", "set_in_flight", "set_shared_state", "set_target_state", "status_class",
 ]
 
 #: Seconds: sub-millisecond (a cache hit, a refusal) up to a minute (a slow upstream's ceiling).
@@ -103,6 +103,12 @@ RATE_LIMIT = Counter(_PREFIX + "rate_limit_decisions", "Rate-limit decisions, by
                      ("route", "decision"))
 CACHE = Counter(_PREFIX + "cache_events", "Cache hits, misses (by reason), stores, evictions and stampede waits.",
                 ("route", "event", "reason"))
+# Per shared state ("rate_limit_storage", "shared_cache"): 0 when any live worker finds its Redis unreachable.
+SHARED_STATE_UP = Gauge(_PREFIX + "shared_state_up", "1 while a shared state's Redis answers, else 0.", ("store",),
+                        multiprocess_mode="livemin")
+SHARED_STATE_OUTAGES = Counter(_PREFIX + "shared_state_outages",
+                               "Outages of a shared state's Redis, as each worker saw them begin (and logged them).",
+                               ("store",))
 CACHE_BYTES = Gauge(_PREFIX + "cache_bytes", "Bytes held by the response cache.", multiprocess_mode="livesum")
 PARTIAL_ANSWERS = Counter(_PREFIX + "aggregate_partial_answers",
                           "Aggregated answers sent with at least one part missing, by route template.", ("route",))
@@ -174,6 +180,15 @@ def set_target_state(upstream: str, target: str, available: bool, circuit: str) 
     _check(circuit, _CIRCUIT_NAMES)
     _batch.set(TARGET_AVAILABLE.labels(upstream, target), 1 if available else 0)
     _batch.set(CIRCUIT_STATE.labels(upstream, target), CIRCUIT_STATES[circuit])
+
+
+def set_shared_state(store: str, up: bool, *, began: bool = False) -> None:
+    """Whether this worker reaches ``store``'s Redis now; ``began`` counts an outage starting."""
+    if not _switch.on:
+        return
+    _batch.set(SHARED_STATE_UP.labels(store), 1 if up else 0)
+    if began:
+        _count(SHARED_STATE_OUTAGES, (store,))
 
 
 def set_in_flight(upstream: str, count: int) -> None:

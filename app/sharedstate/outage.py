@@ -4,7 +4,8 @@ A call runs under a deadline (``gevent.Timeout``: socket timeouts alone do not b
 topology refresh or a sentinel's master lookup). A failure marks the store down and is logged once;
 while it is down, callers do not wait: one caller per ``retry_interval`` probes it, the others are
 told at once that it is unreachable. The first success logs the recovery with the outage's length.
-What a caller does without the store (pass uncounted, answer 503, serve from the local tier) is its
+``frontdesk_shared_state_up{store}`` follows the state, ``frontdesk_shared_state_outages_total{store}``
+counts the outages. What a caller does without the store (pass uncounted, answer 503, serve from the local tier) is its
 own policy.
 """
 
@@ -17,6 +18,8 @@ from typing import TypeVar
 
 import gevent
 from redis.exceptions import RedisClusterException, RedisError
+
+from app.observability import metrics
 
 __all__ = ["REDIS_ERRORS", "OutageGuard", "Unreachable"]
 
@@ -51,6 +54,8 @@ class OutageGuard:
         self.errors: tuple[type[BaseException], ...] = (_Deadline, *errors)
         self.down_since: float | None = None
         self._retry_at = 0.0
+        self.store = name.replace(" ", "_")  # the metrics' label: rate_limit_storage, shared_cache
+        metrics.set_shared_state(self.store, True)
 
     @property
     def up(self) -> bool:
@@ -86,6 +91,7 @@ class OutageGuard:
         self._retry_at = now + self.retry_interval
         if self.down_since is None:
             self.down_since = now
+            metrics.set_shared_state(self.store, False, began=True)
             self.log.error(f"{self.name} unreachable; {self.consequence}",
                            extra={"fields": {"error": type(error).__name__, "detail": str(error)[:200],
                                              "retry_in": self.retry_interval}})
@@ -95,4 +101,5 @@ class OutageGuard:
         if self.down_since is not None:
             seconds = round(self.clock() - self.down_since, 3)
             self.down_since = None
+            metrics.set_shared_state(self.store, True)
             self.log.warning(f"{self.name} reachable again", extra={"fields": {"outage_seconds": seconds}})
