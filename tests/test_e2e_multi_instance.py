@@ -2,9 +2,9 @@
 
 Each deployment gets the same five tests: limits exact across both instances, a fill on one answered by the
 other, a purge on one reaching the other, one upstream call for a stampede across both, and a primary killed
-mid-load (the cluster has no replicas: the node is restarted; Sentinel promotes the replica) with the outage
-policy of docs/deployment.md: no error answer, limits uncounted and the local tier serving until Redis is
-back, one log line each way per worker. The failover's figures are printed (``pytest -s``) and kept in
+mid-load (its replica is promoted: by the cluster itself, or by the sentinels) with the outage policy of
+docs/deployment.md: no error answer, limits uncounted and the local tier serving until Redis is back, one
+log line each way per worker. The failover's figures are printed (``pytest -s``) and kept in
 docs/deployment.md.
 """
 
@@ -78,12 +78,12 @@ cache = {{ ttl = 60 }}
 [ratelimit]
 storage_uri = "{uri}"
 key_prefix = "{prefix}"
-storage_timeout = 1.0
+storage_timeout = 2.0  # deadlines a loaded machine cannot trip: the failover test kills, it does not hang
 retry_interval = {RETRY}
 
 [cache]
 shared_uri = "{uri}"
-shared_timeout = 1.0
+shared_timeout = 2.0
 shared_retry = {RETRY}
 local_ttl = {LOCAL_TTL}
 journal = "{directory}/journal"
@@ -112,7 +112,9 @@ def fleet(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     _nginx()
     kind = request.param
     base = tmp_path_factory.mktemp(kind)
-    redis = (ClusterServers(base / "redis") if kind == "cluster" else SentinelServers(base / "redis")).start()
+    # Three primaries with a replica each, so a lost primary fails over; Sentinel: one master, one replica.
+    redis = (ClusterServers(base / "redis", replicas=1) if kind == "cluster"
+             else SentinelServers(base / "redis")).start()
     gateways: list[Gateway] = []
     balancer = None
     prefix = "e2e-" + uuid.uuid4().hex  # the instances count under one prefix, or each would count alone
@@ -193,7 +195,8 @@ def test_a_stampede_across_both_instances_makes_one_upstream_call(fleet: Fleet, 
 class Load:
     """Requests through the balancer while Redis fails: what each one got, and when it finished."""
 
-    results: list[tuple[float, str, bool]] = field(default_factory=list)  # (finished, kind, counted by the limiter)
+    # (finished, kind, counted by the limiter, seconds it took)
+    results: list[tuple[float, str, bool, float]] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self, url: str, worker: int) -> None:
@@ -202,12 +205,14 @@ class Load:
         while not self.stop.is_set():
             n += 1
             path = f"/l/load-{worker}" if n % 2 else f"/c/hot-{n % 5}"
+            started = time.monotonic()
             try:
                 response = session.get(url + path, headers=HOST, timeout=10)
                 kind, counted = str(response.status_code), "RateLimit" in response.headers
             except requests.RequestException as error:
                 kind, counted = type(error).__name__, False
-            self.results.append((time.monotonic(), kind, counted or path.startswith("/c/")))
+            finished = time.monotonic()
+            self.results.append((finished, kind, counted or path.startswith("/c/"), finished - started))
 
 
 def test_a_primary_killed_mid_load_degrades_as_documented_and_recovers(fleet: Fleet, backend: Backend) -> None:
@@ -225,10 +230,11 @@ def test_a_primary_killed_mid_load_degrades_as_documented_and_recovers(fleet: Fl
                 assert time.monotonic() - killed < 20, "no failover within 20 s"
                 time.sleep(0.05)
         else:
-            node = fleet.redis.nodes[0]
-            node.kill()
-            time.sleep(3.0)  # no replica to promote: the slots are down until the node is back
-            node.start()
+            victim = fleet.redis.primaries()[0]
+            victim.kill()
+            while victim in fleet.redis.primaries() or len(fleet.redis.primaries()) < 3:  # its replica took over
+                assert time.monotonic() - killed < 20, "no failover within 20 s"
+                time.sleep(0.05)
             fleet.redis.wait_ok()
         switched = time.monotonic()
         time.sleep(3.0)
@@ -237,24 +243,31 @@ def test_a_primary_killed_mid_load_degrades_as_documented_and_recovers(fleet: Fl
         for thread in threads:
             thread.join(15)
     after_kill = [result for result in load.results if result[0] > killed]
-    uncounted = [finished for finished, kind, counted in after_kill if kind == "200" and not counted]
+    uncounted = [finished for finished, kind, counted, _ in after_kill if kind == "200" and not counted]
     recovered = (max(uncounted) - killed) if uncounted else 0.0
-    kinds = Counter(kind for _, kind, _ in load.results)
+    kinds = Counter(kind for _, kind, _, _ in load.results)
+    slowest = max(seconds for *_, seconds in after_kill)
     print(f"\n{fleet.kind} failover: {len(load.results)} requests, by kind {dict(kinds)}, "
-          f"{len(uncounted)} passed uncounted, redis back after {switched - killed:.2f} s, "
+          f"{len(uncounted)} passed uncounted, slowest {slowest:.2f} s, redis back after {switched - killed:.2f} s, "
           f"limits counted again after {recovered:.2f} s")
     # The documented behaviour: no error answer, limits not enforced while the storage is down, then counted.
     assert set(kinds) == {"200"}, kinds
     assert uncounted, "the outage was not noticed: the test did not test it"
     assert recovered < (switched - killed) + 2 * RETRY + 1.5
-    tail = [counted for finished, _, counted in load.results if finished > killed + recovered]
+    tail = [counted for finished, _, counted, _ in load.results if finished > killed + recovered]
     assert tail and all(tail)
     for gateway in fleet.instances:
         log = gateway.log()
         down, up = log.count("rate limit storage unreachable"), log.count("rate limit storage reachable again")
         assert 1 <= down == up, (down, up)
         assert log.count("shared cache unreachable") == log.count("shared cache reachable again")
-    # The shared tier works again for both instances: a fill on one answered by the other.
-    path = f"/c/after-{uuid.uuid4().hex}"
-    assert get(fleet.instances[0].url, path).headers["Cache-Status"].endswith("stored")
-    assert get(fleet.instances[1].url, path).headers["Cache-Status"].startswith("frontdesk; hit")
+    # The shared tier works again for both instances: a fill on one answered by the other. (A worker may
+    # still meet a moved slot once, and wait one retry interval: docs/deployment.md.)
+    deadline = time.monotonic() + 5
+    while True:
+        path = f"/c/after-{uuid.uuid4().hex}"
+        stored = get(fleet.instances[0].url, path).headers["Cache-Status"].endswith("stored")
+        if stored and get(fleet.instances[1].url, path).headers["Cache-Status"].startswith("frontdesk; hit"):
+            break
+        assert time.monotonic() < deadline, "the shared tier did not serve both instances again"
+        time.sleep(RETRY)

@@ -127,3 +127,22 @@ def test_one_probe_per_interval_and_one_line_when_it_is_back(tmp_path: Path, gua
     finally:
         server.stop()
     assert guard_log == ["test store unreachable; doing without it", "test store reachable again"]
+
+
+def test_a_probe_first_refreshes_what_the_store_gave_and_a_normal_call_does_not() -> None:
+    now, refreshed, answers = [0.0], [], iter([OSError("refused"), "ok", "ok"])
+
+    def work() -> object:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    guard = OutageGuard("test store", "doing without it", 1.0, 0.5, logger=logging.getLogger("frontdesk.test"),
+                        clock=lambda: now[0], on_probe=lambda: refreshed.append(now[0]))
+    with pytest.raises(Unreachable):
+        guard.call(work)
+    assert refreshed == []  # the store was up: no refresh before an ordinary call
+    now[0] = 1.0
+    assert guard.call(work) == "ok" and refreshed == [1.0]  # the probe re-read the cluster's map first
+    assert guard.call(work) == "ok" and refreshed == [1.0]

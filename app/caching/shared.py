@@ -25,7 +25,7 @@ from redis import Redis
 from redis.cluster import RedisCluster
 
 from app.caching.entry import CachedResponse, VarySpec, decode, encode
-from app.sharedstate import OutageGuard, RedisTarget, Unreachable, connect
+from app.sharedstate import OutageGuard, RedisTarget, Unreachable, connect, refresh_topology
 
 __all__ = ["PATHS", "SharedStore"]
 
@@ -78,7 +78,7 @@ class SharedStore:
         self.timeout = timeout
         self.clock = clock
         self.guard = guard or OutageGuard("shared cache", "serving from each worker's local tier until it answers",
-                                          retry, timeout, logger=log)
+                                          retry, timeout, logger=log, on_probe=lambda: refresh_topology(self._client))
         self._client: Redis | RedisCluster | None = None
         # One greenlet builds the client (a cluster's reads the slot map); the others wait for it, in their deadline.
         self._building = threading.Lock()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from typing import Any, TypeVar, cast
 from flask import Flask, Response, current_app
 from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded
 from limits.errors import ConfigurationError
+from limits.storage import RedisStorage
 from limits.strategies import RateLimiter
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -28,7 +30,7 @@ from app.ratelimit.layer import PolicyLimit, policy_limit
 from app.ratelimit.runtime import EXTENSION, RateLimitRuntime
 from app.ratelimit.settings import RateLimitSettings, read_ratelimit, worker_count
 from app.ratelimit.storage import MeteredStrategy, RequestCounts
-from app.sharedstate import REDIS_ERRORS, OutageGuard, without_password
+from app.sharedstate import REDIS_ERRORS, OutageGuard, refresh_topology, without_password
 
 __all__ = ["EXTENSION", "GatewayLimiter", "RateLimitRuntime", "limit_declared_route", "limiter", "plan_quota"]
 
@@ -73,7 +75,8 @@ class GatewayLimiter(Limiter):
         fail_open = settings.on_storage_error == "open"
         guard = OutageGuard("rate limit storage", "limits are not enforced by it until it answers" if fail_open
                             else "limited requests are answered 503 until it answers", settings.retry_interval,
-                            settings.storage_timeout, logger=log, errors=_storage_errors(self._limiter))
+                            settings.storage_timeout, logger=log, errors=_storage_errors(self._limiter),
+                            on_probe=functools.partial(_refresh_topology, self._limiter))
         strategy = MeteredStrategy(self._limiter, guard=guard, fail_open=fail_open, counts=_request_counts)
         self._limiter = strategy
         app.extensions[EXTENSION] = RateLimitRuntime(settings, guard, strategy)
@@ -191,6 +194,13 @@ def _storage_options(settings: RateLimitSettings) -> dict[str, Any]:
     # the deadline around each call (MeteredStrategy) covering connect and answer together.
     return {"socket_connect_timeout": settings.storage_timeout, "socket_timeout": settings.storage_timeout,
             "retry": Retry(NoBackoff(), 0), "health_check_interval": 0}
+
+
+def _refresh_topology(strategy: RateLimiter) -> None:
+    """Before a probe: a Redis Cluster storage re-reads its slot map (app/sharedstate/uri.py says why)."""
+    storage = strategy.storage
+    if isinstance(storage, RedisStorage):
+        refresh_topology(storage.get_connection())
 
 
 def _storage_errors(strategy: RateLimiter) -> tuple[type[BaseException], ...]:

@@ -44,7 +44,8 @@ class OutageGuard:
 
     def __init__(self, name: str, consequence: str, retry_interval: float, timeout: float = 0.0,
                  logger: logging.Logger | None = None, clock: Callable[[], float] = time.monotonic,
-                 errors: tuple[type[BaseException], ...] = REDIS_ERRORS) -> None:
+                 errors: tuple[type[BaseException], ...] = REDIS_ERRORS,
+                 on_probe: Callable[[], object] | None = None) -> None:
         self.name = name  # "rate limit storage", "shared cache"
         self.consequence = consequence  # what the down line tells the operator
         self.retry_interval = retry_interval
@@ -52,6 +53,7 @@ class OutageGuard:
         self.log = logger or logging.getLogger("frontdesk")
         self.clock = clock
         self.errors: tuple[type[BaseException], ...] = (_Deadline, *errors)
+        self.on_probe = on_probe  # runs first in a probe, in its deadline: a cluster client re-reads its slot map
         self.down_since: float | None = None
         self._retry_at = 0.0
         self.store = name.replace(" ", "_")  # the metrics' label: rate_limit_storage, shared_cache
@@ -76,8 +78,11 @@ class OutageGuard:
         """``work()`` within the deadline; :class:`Unreachable` when the store is down or just failed."""
         if not self.should_try():
             raise Unreachable(self.name)
+        probe = self.on_probe if self.down_since is not None else None
         try:
             with gevent.Timeout(self.timeout or None, _Deadline(f"no answer within {self.timeout:g} s")):
+                if probe is not None:
+                    probe()
                 result = work()
         except self.errors as error:
             self.failed(error)

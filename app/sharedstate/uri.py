@@ -14,7 +14,7 @@ from redis.sentinel import Sentinel
 
 from app.config import ConfigError
 
-__all__ = ["SCHEMES", "RedisTarget", "connect", "parse_redis_uri", "without_password"]
+__all__ = ["SCHEMES", "RedisTarget", "connect", "parse_redis_uri", "refresh_topology", "without_password"]
 
 #: The schemes a shared state takes (the limits library's spellings, so one URI works for both).
 SCHEMES = ("redis", "rediss", "unix", "redis+unix", "redis+cluster", "redis+sentinel")
@@ -101,3 +101,14 @@ def connect(target: RedisTarget, timeout: float) -> redis.Redis | RedisCluster:
     sentinel = Sentinel(list(target.locations), sentinel_kwargs=options, **options)  # type: ignore[no-untyped-call]
     master: redis.Redis = sentinel.master_for(target.service)  # type: ignore[no-untyped-call]
     return master
+
+
+def refresh_topology(client: object) -> None:
+    """Make a cluster client re-read the slot map (a no-op for any other client).
+
+    redis-py refreshes it only when a call fails: a worker whose last refresh came before a replica's
+    promotion keeps sending that slot's keys to the dead primary until one of them fails. The outage
+    guard calls this before each probe, so the probe that ends an outage finds the new primaries.
+    """
+    if isinstance(client, RedisCluster):
+        client.nodes_manager.initialize()

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["accept_each", "free_port", "stop_by_pid", "wait_until"]
+__all__ = ["accept_each", "free_port", "free_ports", "stop_by_pid", "wait_until"]
 
 
 def free_port() -> int:
@@ -18,6 +18,18 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` different loopback ports nothing listens on right now (all bound at once, then released)."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 def accept_each(listener: socket.socket, handle: Callable[[socket.socket], object]) -> None:

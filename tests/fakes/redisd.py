@@ -15,7 +15,7 @@ from typing import Any, cast
 import pytest
 import redis
 
-from tests.fakes import accept_each, free_port, stop_by_pid
+from tests.fakes import accept_each, free_port, free_ports, stop_by_pid
 
 REDIS_SERVER = "/usr/bin/redis-server"
 
@@ -45,7 +45,9 @@ class _Node:
         with open(self.directory / "redis.log", "ab") as log:
             self.process = subprocess.Popen(
                 [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                 "--dir", str(self.directory), *self.arguments], stdout=log, stderr=subprocess.STDOUT)
+                 # A replica's first sync starts at once (the default waits 5 s for more replicas to join).
+                 "--repl-diskless-sync-delay", "0", "--dir", str(self.directory), *self.arguments],
+                stdout=log, stderr=subprocess.STDOUT)
         client = self.client()
         deadline = time.monotonic() + 10
         while True:
@@ -60,6 +62,11 @@ class _Node:
     def client(self) -> redis.Redis:
         """A plain client of this server."""
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
+
+    @property
+    def running(self) -> bool:
+        """Whether the process is up (it may have been killed)."""
+        return self.process is not None and self.process.poll() is None
 
     def kill(self) -> None:
         """SIGKILL, as a crashed machine: no goodbye to the cluster or the sentinels."""
@@ -131,13 +138,18 @@ def _tool(name: str, package: str) -> str:
 
 
 class ClusterServers:
-    """A Redis Cluster of ``primaries`` nodes without replicas on free ports (STACK-NOTES' recipe)."""
+    """A Redis Cluster of ``primaries`` nodes with ``replicas`` replicas each, on free ports (STACK-NOTES' recipe)."""
 
-    def __init__(self, directory: Path, primaries: int = 3, node_timeout_ms: int = 1000) -> None:
+    def __init__(self, directory: Path, primaries: int = 3, replicas: int = 0, node_timeout_ms: int = 1000) -> None:
+        self.replicas = replicas
+        # A replica may take over however long it was cut off (the default refuses after 10 node timeouts).
         arguments = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                     "--cluster-node-timeout", str(node_timeout_ms)]
+                     "--cluster-node-timeout", str(node_timeout_ms), "--cluster-replica-validity-factor", "0"]
         # The bus port is free too (by default it is the port + 10000, which may be taken or past 65535).
-        self.nodes = [_Node(directory, [*arguments, "--cluster-port", str(free_port())]) for _ in range(primaries)]
+        count = primaries * (1 + replicas)
+        ports = free_ports(2 * count)
+        self.nodes = [_Node(directory, [*arguments, "--cluster-port", str(ports[count + n])], ports[n])
+                      for n in range(count)]
 
     @property
     def url(self) -> str:
@@ -150,14 +162,15 @@ class ClusterServers:
         for node in self.nodes:
             node.start()
         subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{node.port}" for node in self.nodes),
-                        "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True, timeout=30)
+                        "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+                       check=True, capture_output=True, timeout=30)
         self.wait_ok()
         return self
 
     def wait_ok(self, timeout: float = 20.0) -> None:
-        """Until every node reports cluster_state:ok."""
+        """Until every running node reports cluster_state:ok and every replica is in sync with its primary."""
         deadline = time.monotonic() + timeout
-        while not all(self._ok(node) for node in self.nodes):
+        while not all(self._ok(node) for node in self.nodes if node.running):
             if time.monotonic() > deadline:
                 raise RuntimeError("the cluster did not reach cluster_state:ok")
             time.sleep(0.05)
@@ -166,9 +179,16 @@ class ClusterServers:
     def _ok(node: _Node) -> bool:
         try:
             info = _command(node.client(), "CLUSTER INFO")  # redis-py parses it into a dict
-            return bool(info.get("cluster_state") == "ok")
+            replication = cast("dict[str, Any]", node.client().info("replication"))
+            synced = replication.get("master_link_status", "up") == "up"  # a primary has no link
+            return bool(info.get("cluster_state") == "ok") and synced
         except redis.RedisError:
             return False
+
+    def primaries(self) -> list[_Node]:
+        """The nodes that serve slots now (a failover changes them)."""
+        roles = {node.port: _command(node.client(), "ROLE")[0] for node in self.nodes if node.running}
+        return [node for node in self.nodes if roles.get(node.port) == b"master"]
 
     def client(self) -> redis.cluster.RedisCluster:
         """A cluster client (the tests read what the gateway wrote)."""
@@ -191,10 +211,10 @@ class SentinelServers:
         self.directory = directory
         self.service = service
         self.down_after_ms = down_after_ms
-        self.master = _Node(directory, [])
-        self.replica = _Node(directory, ["--replicaof", "127.0.0.1", str(self.master.port)])
+        master, replica, *self.sentinel_ports = free_ports(5)
+        self.master = _Node(directory, [], master)
+        self.replica = _Node(directory, ["--replicaof", "127.0.0.1", str(master)], replica)
         self.sentinels: list[subprocess.Popen[bytes]] = []
-        self.sentinel_ports = [free_port() for _ in range(3)]
 
     @property
     def url(self) -> str:
