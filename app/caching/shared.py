@@ -5,7 +5,7 @@ Every call goes through the tier's :class:`OutageGuard` (app/sharedstate): a dea
 a failure the tier is left alone for ``shared_retry`` seconds, so an outage costs one timeout per worker,
 not one per request; every method then degrades to "nothing there" and the local tier serves.
 
-Keys and slots (decisions 110-112): an entry and its lock are one key each; a path's and a tag's index
+Keys and slots (decisions 94-96): an entry and its lock are one key each; a path's and a tag's index
 are one set each; the paths stored so far are two sorted sets under one hash tag, ``{frontdesk:cache:paths}``,
 so the script that records a path and forgets expired ones touches one slot. A prefix purge reads
 that sorted set by lexical range: no SCAN, which on a cluster would have to visit every primary.
