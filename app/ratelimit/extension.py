@@ -13,8 +13,6 @@ from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded
 from limits.errors import ConfigurationError
 from limits.storage import RedisStorage
 from limits.strategies import RateLimiter
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from app.observability import metrics
 from app.auth import auth
@@ -30,7 +28,7 @@ from app.ratelimit.layer import PolicyLimit, policy_limit
 from app.ratelimit.runtime import EXTENSION, RateLimitRuntime
 from app.ratelimit.settings import RateLimitSettings, read_ratelimit, worker_count
 from app.ratelimit.storage import MeteredStrategy, RequestCounts
-from app.sharedstate import REDIS_ERRORS, OutageGuard, refresh_topology, without_password
+from app.sharedstate import REDIS_ERRORS, OutageGuard, client_options, refresh_topology, without_password
 
 __all__ = ["EXTENSION", "GatewayLimiter", "RateLimitRuntime", "limit_declared_route", "limiter", "plan_quota"]
 
@@ -190,10 +188,8 @@ def _request_counts() -> RequestCounts:
 def _storage_options(settings: RateLimitSettings) -> dict[str, Any]:
     if not settings.shared_storage:
         return {}
-    # redis-py waits forever and retries three times by default: one bounded attempt instead,
-    # the deadline around each call (MeteredStrategy) covering connect and answer together.
-    return {"socket_connect_timeout": settings.storage_timeout, "socket_timeout": settings.storage_timeout,
-            "retry": Retry(NoBackoff(), 0), "health_check_interval": 0}
+    # One bounded attempt per call, as for every shared state; the guard's deadline covers connect and answer.
+    return client_options(settings.storage_timeout)
 
 
 def _refresh_topology(strategy: RateLimiter) -> None:

@@ -7,7 +7,15 @@ up/down with a retry interval, one log line each way).
 """
 
 from app.sharedstate.outage import REDIS_ERRORS, OutageGuard, Unreachable
-from app.sharedstate.uri import SCHEMES, RedisTarget, connect, parse_redis_uri, refresh_topology, without_password
+from app.sharedstate.uri import (
+    SCHEMES,
+    RedisTarget,
+    client_options,
+    connect,
+    parse_redis_uri,
+    refresh_topology,
+    without_password,
+)
 
-__all__ = ["REDIS_ERRORS", "SCHEMES", "OutageGuard", "RedisTarget", "Unreachable", "connect", "parse_redis_uri",
-           "refresh_topology", "without_password"]
+__all__ = ["REDIS_ERRORS", "SCHEMES", "OutageGuard", "RedisTarget", "Unreachable", "client_options", "connect",
+           "parse_redis_uri", "refresh_topology", "without_password"]

@@ -14,7 +14,8 @@ from redis.sentinel import Sentinel
 
 from app.config import ConfigError
 
-__all__ = ["SCHEMES", "RedisTarget", "connect", "parse_redis_uri", "refresh_topology", "without_password"]
+__all__ = ["SCHEMES", "RedisTarget", "client_options", "connect", "parse_redis_uri", "refresh_topology",
+           "without_password"]
 
 #: The schemes a shared state takes (the limits library's spellings, so one URI works for both).
 SCHEMES = ("redis", "rediss", "unix", "redis+unix", "redis+cluster", "redis+sentinel")
@@ -78,14 +79,19 @@ def parse_redis_uri(key: str, uri: object) -> RedisTarget:
                        username, password)
 
 
+def client_options(timeout: float) -> dict[str, Any]:
+    """redis-py options for a guarded client (the rate limiter hands them to limits' storage too)."""
+    # redis-py waits forever and retries by default: one bounded attempt, the caller's guard retries later.
+    return {"socket_connect_timeout": timeout, "socket_timeout": timeout, "retry": Retry(NoBackoff(), 0),
+            "health_check_interval": 0}
+
+
 def connect(target: RedisTarget, timeout: float) -> redis.Redis | RedisCluster:
     """A client of ``target`` with a socket timeout on every call and no retries of its own.
 
     A cluster client reads the slot map from a seed node here: call it where an outage is handled.
     """
-    # redis-py waits forever and retries by default: one bounded attempt, the caller's guard retries later.
-    options: dict[str, Any] = {"socket_connect_timeout": timeout, "socket_timeout": timeout,
-                               "retry": Retry(NoBackoff(), 0), "health_check_interval": 0}
+    options = client_options(timeout)
     if target.username:
         options["username"] = target.username
     if target.password:
