@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import gevent
+import gevent.event
 from gevent.monkey import get_original
 from gunicorn import util
 from gunicorn.http import wsgi
@@ -50,12 +51,17 @@ from gunicorn.workers.ggevent import GeventWorker
 from app.internals import check_internals, switch
 
 __all__ = [
-    "DRAINING_ENVIRON_KEY", "IDLE_GRACE", "DrainingWorker", "OneSendResponse", "install_master_hooks", "settle_heap",
+    "DRAIN_SIGNAL_ENVIRON_KEY", "DRAINING_ENVIRON_KEY", "IDLE_GRACE", "DrainingWorker", "OneSendResponse",
+    "install_master_hooks", "settle_heap",
     "write_problem",
 ]
 
 #: The WSGI environ key that tells the app its instance is stopping (app.health reads the same name).
 DRAINING_ENVIRON_KEY = "frontdesk.draining"
+#: The WSGI environ key of the worker's drain signal: a gevent Event set when this worker begins to
+#: drain (a stop or a reload's hand-over). Long-lived answers (WebSocket tunnels) wait on it, then
+#: close within their grace period (app/proxy/relay.py reads the same name).
+DRAIN_SIGNAL_ENVIRON_KEY = "frontdesk.drain_signal"
 #: Seconds a connection must have been idle before the drain closes it. A client that loops requests
 #: is never idle this long: it sends its next request, which is answered with ``Connection: close``.
 #: Closing a connection the very moment its client sends on it is what loses a request.
@@ -241,10 +247,12 @@ class DrainingWorker(GeventWorker):  # type: ignore[misc]  # gunicorn ships no t
         # Each open client connection: when it became idle (monotonic), or None while a request runs.
         self._connections: dict[Any, float | None] = {}
         self._told_to_stop = False
+        self._drain_signal: gevent.event.Event | None = None  # made in the worker, after gevent's patching
 
     def load_wsgi(self) -> None:
         """Load the app, wrapped so it sees the drain and its answers close the connection during it."""
         super().load_wsgi()
+        self._drain_signal = gevent.event.Event()
         loaded: WSGIApp = getattr(self, "wsgi")
         self.wsgi = self._drain_aware(loaded)
         settle_heap()
@@ -257,6 +265,7 @@ class DrainingWorker(GeventWorker):  # type: ignore[misc]  # gunicorn ships no t
     def _drain_aware(self, app: WSGIApp) -> WSGIApp:
         def wsgi(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
             environ[DRAINING_ENVIRON_KEY] = _shared.stopping
+            environ[DRAIN_SIGNAL_ENVIRON_KEY] = self._drain_signal
 
             def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], object]:
                 # gunicorn decides Connection: close when the request starts; a request that was in
@@ -320,6 +329,8 @@ class DrainingWorker(GeventWorker):  # type: ignore[misc]  # gunicorn ships no t
             while _shared.booted < first_new and time.monotonic() < deadline and not _shared.stopping:
                 gevent.sleep(_HANDOVER_POLL)
         self.alive = False  # gunicorn's run loop closes the listener within a second
+        if self._drain_signal is not None:
+            self._drain_signal.set()  # open tunnels start their grace period
         self._close_idle_connections()
 
     def _close_idle_connections(self) -> None:

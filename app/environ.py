@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from urllib.parse import quote, urlsplit
 
 __all__ = [
-    "API_KEY_ENVIRON", "CACHE_ENVIRON", "CONSUMER_ENVIRON", "DRAINING_ENVIRON", "PATH_SAFE", "RATE_LIMIT_ENVIRON",
+    "API_KEY_ENVIRON", "CACHE_ENVIRON", "CONSUMER_ENVIRON", "DRAINING_ENVIRON", "DRAIN_SIGNAL_ENVIRON", "PATH_SAFE",
+    "RATE_LIMIT_ENVIRON", "TUNNEL_ENVIRON",
     "REQUEST_ID_ENVIRON", "ROUTE_ENVIRON", "TRACE_ENVIRON", "UPSTREAM_DURATION_ENVIRON", "UPSTREAM_ENVIRON",
     "connection_tokens", "raw_target",
 ]
@@ -33,6 +34,11 @@ TRACE_ENVIRON = "frontdesk.trace"
 API_KEY_ENVIRON = "frontdesk.api_key"
 #: Set by the worker (worker.py, which cannot import the app) while it drains: /readyz answers 503.
 DRAINING_ENVIRON = "frontdesk.draining"
+#: Set by the worker (worker.py): a gevent Event set when the worker begins to drain; open tunnels
+#: then get their grace period.
+DRAIN_SIGNAL_ENVIRON = "frontdesk.drain_signal"
+#: Set by a WebSocket tunnel: its figures (bytes each way, why it closed), for the access log at its close.
+TUNNEL_ENVIRON = "frontdesk.tunnel"
 
 #: Characters a path may carry unencoded when the gateway rebuilds it; "%" keeps escapes the caller already made.
 PATH_SAFE = "/!$&'()*+,;=:@-._~%"

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, Response
+from flask import Flask, Response, request
 from werkzeug.exceptions import (
     BadGateway,
     BadRequest,
@@ -15,8 +15,11 @@ from werkzeug.exceptions import (
     GatewayTimeout,
     HTTPException,
     InternalServerError,
+    NotImplemented,
     ServiceUnavailable,
 )
+
+from werkzeug.routing import WebsocketMismatch
 
 from app.observability.logs import current_request_id
 
@@ -24,13 +27,17 @@ __all__ = [
     "PROBLEM_JSON",
     "ClientBodyError",
     "GatewayError",
+    "HandshakeInvalid",
     "PathRefused",
     "RequestBodyInvalid",
     "RequestBodyTimeout",
+    "TunnelsFull",
+    "TunnelUnsupported",
     "UpstreamBusy",
     "UpstreamDown",
     "UpstreamTimeout",
     "UpstreamUnreachable",
+    "WebSocketRequired",
     "problem_response",
     "register_error_handlers",
 ]
@@ -118,6 +125,33 @@ class UpstreamDown(GatewayError, ServiceUnavailable):
         super().__init__(description, retry_after=retry_after)
 
 
+class HandshakeInvalid(GatewayError, BadRequest):
+    """A WebSocket opening handshake that breaks RFC 6455 4.1 (method, version, key): the client's fault."""
+
+    problem = _PROBLEM_BASE + "websocket-handshake-invalid"
+
+
+class WebSocketRequired(GatewayError):
+    """A plain request to a WebSocket-only route, or a WebSocket version other than 13 (RFC 6455 4.4)."""
+
+    code = 426
+    problem = _PROBLEM_BASE + "websocket-required"
+    extra_headers = (("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13"))
+
+
+class TunnelsFull(GatewayError, ServiceUnavailable):
+    """The route already has its ``max_tunnels`` open in this worker."""
+
+    problem = _PROBLEM_BASE + "tunnels-full"
+    extra_headers = (("Retry-After", "5"),)
+
+
+class TunnelUnsupported(GatewayError, NotImplemented):
+    """The server running the app offers no client socket (only gunicorn's does): no tunnel can be made."""
+
+    problem = _PROBLEM_BASE + "tunnel-unsupported"
+
+
 def problem_response(status: int, title: str, detail: str, problem: str = "about:blank",
                      headers: list[tuple[str, str]] | None = None,
                      members: Mapping[str, Any] | None = None) -> Response:
@@ -149,7 +183,16 @@ def _render_unexpected(error: Exception) -> Response:
     return _render_http_error(InternalServerError("The gateway failed to handle this request."))
 
 
+def _render_websocket_mismatch(error: WebsocketMismatch) -> Response:
+    # Werkzeug's routing raises it when only a rule of the other kind (WebSocket or plain) matched.
+    if "websocket" in request.environ.get("HTTP_UPGRADE", "").lower():
+        return _render_http_error(HandshakeInvalid("This route does not take WebSocket connections."))
+    return _render_http_error(WebSocketRequired("This route only takes WebSocket connections (a GET with "
+                                                "Upgrade: websocket)."))
+
+
 def register_error_handlers(app: Flask) -> None:
     """Render every HTTP error, and every unexpected exception, as problem+json."""
+    app.register_error_handler(WebsocketMismatch, _render_websocket_mismatch)
     app.register_error_handler(HTTPException, _render_http_error)
     app.register_error_handler(Exception, _render_unexpected)

@@ -17,7 +17,7 @@ from app.caching import RouteCache, apply_cache, read_route_cache
 from app.config import ConfigError, Problems, Section
 from app.edge.guard import EdgeOverride, apply_edge, read_edge_override
 from app.openapi import RouteSchema, apply_schema, read_route_schema
-from app.proxy import ProxyResponse, Upstream, UpstreamPath
+from app.proxy import ProxyResponse, TunnelLimits, Upstream, UpstreamPath, read_tunnel_limits
 from app.ratelimit import check_limits, limit_declared_route
 from app.internals import switch
 
@@ -50,6 +50,7 @@ class RouteSettings:
     edge: EdgeOverride | None = None  # None: the app-wide [edge] protections
     aggregate: AggregateSettings | None = None
     schema: RouteSchema | None = None  # request/response JSON Schemas; validated when schema.validate
+    websocket: TunnelLimits | None = None  # a WebSocket-only route: handshakes tunnelled, with these limits
 
 
 def read_routes(config: Mapping[str, Any], upstream_names: Collection[str],
@@ -128,10 +129,28 @@ def _read_route(section: Section, default_methods: tuple[str, ...], default_auth
     cache = read_route_cache(section.key("cache"), section.raw("cache")) if section.has("cache") else None
     edge = read_edge_override(section.key("edge"), section.raw("edge")) if section.has("edge") else None
     schema = read_route_schema(section, methods)
+    websocket = _websocket(section, methods, aggregate is not None, cache is not None, schema is not None)
     section.done()
     return RouteSettings(name=name, path=path, methods=methods, upstream=upstream, upstream_path=upstream_path,
                          auth=auth, retry_any_method=retry_any_method, limits=limits, cache=cache, edge=edge,
-                         aggregate=aggregate, schema=schema)
+                         aggregate=aggregate, schema=schema, websocket=websocket)
+
+
+def _websocket(section: Section, methods: tuple[str, ...], aggregate: bool, cache: bool,
+               schema: bool) -> TunnelLimits | None:
+    """The route's ``websocket`` limits; a WebSocket route answers GET handshakes only and is never cached."""
+    if not section.has("websocket") or section.raw("websocket") is False:
+        return None
+    limits = read_tunnel_limits(section.key("websocket"), section.raw("websocket"))
+    for present, key, why in ((aggregate, "aggregate", "a tunnel goes to one upstream"),
+                              (cache, "cache", "a tunnel is never cached"),
+                              (schema, "schema", "a tunnel's messages are not JSON bodies"),
+                              (section.raw("retry_any_method"), "retry_any_method", "a handshake is never retried")):
+        if present:
+            raise ConfigError(section.key(key), section.raw(key), f"no such key on a websocket route ({why})")
+    if methods != ("GET",):
+        raise ConfigError(section.key("methods"), list(methods), '["GET"] on a websocket route (a handshake is a GET)')
+    return limits
 
 
 def _aggregate(section: Section, methods: tuple[str, ...], variables: frozenset[str],
@@ -198,7 +217,12 @@ def build_routes_blueprint(routes: tuple[RouteSettings, ...], *, plans: bool) ->
     for route in routes:
         # The same policy decorators as a code route: each records its layer, and the view runs them in
         # the house order (auth, limit, schema, cache; app/policies.py) whatever order they are applied in.
-        view = _aggregate_view(route) if route.aggregate else _forwarding_view(route, blueprint)
+        if route.aggregate:
+            view = _aggregate_view(route)
+        elif route.websocket:
+            view = _tunnel_view(route, blueprint)
+        else:
+            view = _forwarding_view(route, blueprint)
         # Fresh views per app, and Flask-Limiter keeps the plan quota by the view's qualified name:
         # each build's name must not meet an earlier app's.
         view.__qualname__ = f"{view.__qualname__}#{next(_builds)}"
@@ -215,7 +239,9 @@ def build_routes_blueprint(routes: tuple[RouteSettings, ...], *, plans: bool) ->
             view = apply_cache(route.cache)(view)
         if route.edge is not None:  # enforced at the WSGI edge, before every hook
             view = apply_edge(route.edge)(view)
-        blueprint.add_url_rule(route.path, endpoint=route.name, view_func=view, methods=list(route.methods))
+        # A WebSocket rule matches handshakes only; a plain request to it is answered 426 (app/errors.py).
+        blueprint.add_url_rule(route.path, endpoint=route.name, view_func=view, methods=list(route.methods),
+                               websocket=route.websocket is not None)
     return blueprint
 
 
@@ -229,6 +255,20 @@ def _aggregate_view(route: RouteSettings) -> Callable[..., Response]:
     combine.__name__ = route.name
     combine.__doc__ = f"Answer {route.path} from {len(aggregate.parts)} upstream calls."
     return combine
+
+
+def _tunnel_view(route: RouteSettings, blueprint: Blueprint) -> Callable[..., Response]:
+    assert route.upstream is not None and route.websocket is not None
+    upstream = Upstream(route.upstream, blueprint)
+    template = route.upstream_path
+    limits = route.websocket
+
+    def tunnel(**values: object) -> Response:
+        return upstream.tunnel(template.render(values) if template else None, limits=limits)
+
+    tunnel.__name__ = route.name
+    tunnel.__doc__ = f"Tunnel WebSocket connections on {route.path} to the {route.upstream} upstream."
+    return tunnel
 
 
 def _forwarding_view(route: RouteSettings, blueprint: Blueprint) -> Callable[..., ProxyResponse]:

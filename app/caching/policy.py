@@ -120,6 +120,9 @@ def _refusal(headers: list[tuple[str, str]], directives: dict[str, str | None], 
         return "private"
     if "*" in (value.lower() for value in header_values(headers, "Vary")):
         return "vary-star"
+    if any(value.split(";", 1)[0].strip().lower() == "text/event-stream" for value in
+           header_values(headers, "Content-Type")):
+        return "event-stream"  # a stream never ends to be stored: reading it whole would hold it back
     if any(name.lower() == "set-cookie" for name, _ in headers):
         return "set-cookie"
     if credentials and not consumer_scoped and "public" not in directives:

@@ -46,7 +46,7 @@ _UPSTREAM_FAILURES = (UpstreamUnreachable, UpstreamTimeout, UpstreamBusy, Upstre
 _ERROR_STATUSES = frozenset({500, 502, 503, 504})
 # Decisions that say the answer depends on who asked: waiting callers go upstream themselves, at once.
 _PASS_REASONS = frozenset({"private", "no-store", "no-cache", "set-cookie", "credentials", "vary-star", "partial",
-                           "too-large"})
+                           "too-large", "event-stream"})
 
 # How long an answer that could not be shared lets every caller of that key go upstream without queueing.
 _PASS_SECONDS = 1.0

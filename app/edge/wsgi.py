@@ -26,6 +26,7 @@ from app.environ import (
     REQUEST_ID_ENVIRON,
     ROUTE_ENVIRON,
     TRACE_ENVIRON,
+    TUNNEL_ENVIRON,
     UPSTREAM_DURATION_ENVIRON,
     UPSTREAM_ENVIRON,
     connection_tokens,
@@ -33,6 +34,7 @@ from app.environ import (
 from app.edge.guard import GuardSettings, read_guard_settings
 from app.observability.logs import current_request_id, write_access_line
 from app.observability.tracing import RequestSpan, Tracer, W3CTracer
+from app.proxy import TunnelFigures
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -60,7 +62,8 @@ SPOOFABLE = frozenset({
 })
 _SPOOFABLE_KEYS = tuple("HTTP_" + name.upper().replace("-", "_") for name in sorted(SPOOFABLE))
 # Fields the server itself reads to frame and route the request: a Connection option never removes them.
-_FRAMING = frozenset({"host", "content-length", "content-type", "transfer-encoding"})
+# Upgrade is named in Connection by every WebSocket handshake; the transport drops it as hop-by-hop anyway.
+_FRAMING = frozenset({"host", "content-length", "content-type", "transfer-encoding", "upgrade"})
 
 
 def scrub_client_fields(environ: WSGIEnvironment) -> None:
@@ -162,15 +165,24 @@ class _Record:
         self.bytes_out = 0
 
     def finish(self) -> None:
-        duration = time.perf_counter() - self.started
+        now = time.perf_counter()
+        duration = now - self.started
         environ = self.environ
+        tunnel: TunnelFigures | None = environ.get(TUNNEL_ENVIRON)
+        if tunnel is not None and tunnel.close is not None:
+            tunnel.close()  # whatever ended the exchange, the tunnel and its slot go with it
         status = int(self.status) if self.status.isdigit() else None
         self.span.end(status)
-        metrics.observe_request(environ.get(ROUTE_ENVIRON), environ.get("REQUEST_METHOD"), status, duration)
+        # A tunnel's request is its handshake: the time to the 101, not the tunnel's life.
+        metrics.observe_request(environ.get(ROUTE_ENVIRON), environ.get("REQUEST_METHOD"), status,
+                                duration if tunnel is None else tunnel.opened - self.started)
         if not access_log.isEnabledFor(logging.INFO):
             return
         stream = environ.get("wsgi.input")
         bytes_in = stream.count if isinstance(stream, _CountingInput) else int(environ.get("CONTENT_LENGTH") or 0)
+        bytes_out = self.bytes_out
+        if tunnel is not None:
+            bytes_in, bytes_out = tunnel.bytes_up, tunnel.bytes_down
         upstream = environ.get(UPSTREAM_ENVIRON)
         upstream_duration = environ.get(UPSTREAM_DURATION_ENVIRON)
         # The query string is never logged: it is where clients put tokens and passwords.
@@ -184,7 +196,7 @@ class _Record:
             "status": status,
             "duration_ms": round(duration * 1000, 3),
             "bytes_in": bytes_in,
-            "bytes_out": self.bytes_out,
+            "bytes_out": bytes_out,
             "client": environ.get("REMOTE_ADDR"),
             "trace_id": self.span.trace_id,
             "span_id": self.span.span_id,
@@ -192,6 +204,7 @@ class _Record:
             "consumer": environ.get(CONSUMER_ENVIRON),
             "cache": environ.get(CACHE_ENVIRON),
             "rate_limit": environ.get(RATE_LIMIT_ENVIRON),
+            **({} if tunnel is None else {"tunnel_closed_by": tunnel.reason}),
         })
 
 

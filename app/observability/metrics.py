@@ -23,9 +23,10 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from app.observability.metrics_batch import Batch
 
 __all__ = [
-    "AUTH_OUTCOMES", "BUCKETS", "CACHE_EVENTS", "RATE_LIMIT_DECISIONS", "UNMATCHED", "UPSTREAM_OUTCOMES",
-    "configure", "families", "flush", "method_label", "observe_request", "observe_upstream", "record_auth",
-    "record_cache", "record_jwks_refresh", "record_partial_answer", "record_rate_limit", "record_rejected", "render",
+    "AUTH_OUTCOMES", "BUCKETS", "CACHE_EVENTS", "RATE_LIMIT_DECISIONS", "TUNNEL_CLOSE_REASONS", "UNMATCHED",
+    "UPSTREAM_OUTCOMES", "configure", "count_tunnel_bytes", "families", "flush", "method_label", "observe_request",
+    "observe_upstream", "record_auth", "record_cache", "record_jwks_refresh", "record_partial_answer",
+    "record_rate_limit", "record_rejected", "record_tunnel_closed", "record_tunnel_opened", "render",
     "set_cache_bytes", "set_in_flight", "set_shared_state", "set_target_state", "status_class",
 ]
 
@@ -41,6 +42,9 @@ UPSTREAM_OUTCOMES = frozenset({"ok", "5xx", "timeout", "connect_error", "error",
 AUTH_OUTCOMES = frozenset({"ok", "missing", "invalid", "forbidden", "idp_unavailable"})
 RATE_LIMIT_DECISIONS = frozenset({"allowed", "limited", "storage_error"})
 CACHE_EVENTS = frozenset({"hit", "miss", "store", "eviction", "stampede_wait"})
+#: Why a WebSocket tunnel closed: a side closed (or reset) it, or a limit (idle, lifetime, drain) ended it.
+TUNNEL_CLOSE_REASONS = frozenset({"client", "upstream", "idle", "lifetime", "drain"})
+_DIRECTIONS = frozenset({"up", "down"})
 
 _PREFIX = "frontdesk_"
 
@@ -113,6 +117,15 @@ CACHE_BYTES = Gauge(_PREFIX + "cache_bytes", "Bytes held by the response cache."
 PARTIAL_ANSWERS = Counter(_PREFIX + "aggregate_partial_answers",
                           "Aggregated answers sent with at least one part missing, by route template.", ("route",))
 
+# --- WebSocket tunnels (app/proxy/relay.py) ---------------------------------------------------
+TUNNELS_OPEN = Gauge(_PREFIX + "tunnels_open", "WebSocket tunnels open now, by route template.", ("route",),
+                     multiprocess_mode="livesum")
+TUNNELS_OPENED = Counter(_PREFIX + "tunnels_opened", "WebSocket tunnels opened, by route template.", ("route",))
+TUNNELS_CLOSED = Counter(_PREFIX + "tunnels_closed", "WebSocket tunnels closed, by route template and reason.",
+                         ("route", "reason"))
+TUNNEL_BYTES = Counter(_PREFIX + "tunnel_bytes", "Bytes relayed through WebSocket tunnels, by route template and "
+                       "direction (up: client to upstream).", ("route", "direction"))
+
 
 def status_class(status: int | None) -> str:
     """``2xx``...``5xx``; ``none`` when no status was sent (the client went away first)."""
@@ -135,8 +148,9 @@ _in_flight_children: dict[str, Gauge] = {}
 _policy_children: dict[tuple[object, ...], Counter] = {}
 
 
-def _count(family: Counter, labels: tuple[str, ...], allowed: frozenset[str] | None = None) -> None:
-    """Count one into ``family.labels(*labels)``; the child looked up, and the outcome (the second
+def _count(family: Counter, labels: tuple[str, ...], allowed: frozenset[str] | None = None,
+           amount: float = 1.0) -> None:
+    """Count ``amount`` into ``family.labels(*labels)``; the child looked up, and the outcome (the second
     label, after the route) checked against ``allowed``, once per label set."""
     key = (family, *labels)
     child = _policy_children.get(key)
@@ -144,7 +158,7 @@ def _count(family: Counter, labels: tuple[str, ...], allowed: frozenset[str] | N
         if allowed is not None:
             _check(labels[1], allowed)
         child = _policy_children[key] = family.labels(*labels)
-    _batch.count(child)
+    _batch.count(child, amount)
 
 
 def observe_request(route: str | None, method: str | None, status: int | None, seconds: float) -> None:
@@ -248,6 +262,29 @@ def record_partial_answer(route: str | None) -> None:
     if not _switch.on:
         return
     _batch.count(PARTIAL_ANSWERS.labels(route or UNMATCHED))
+
+
+def record_tunnel_opened(route: str, open_now: int) -> None:
+    """One tunnel opened on ``route``; ``open_now`` of them are open in this worker."""
+    if not _switch.on:
+        return
+    _count(TUNNELS_OPENED, (route,))
+    _batch.set(TUNNELS_OPEN.labels(route), open_now)
+
+
+def record_tunnel_closed(route: str, reason: str, open_now: int) -> None:
+    """One tunnel closed on ``route`` (``reason`` from TUNNEL_CLOSE_REASONS); ``open_now`` remain in this worker."""
+    if not _switch.on:
+        return
+    _count(TUNNELS_CLOSED, (route, reason), TUNNEL_CLOSE_REASONS)
+    _batch.set(TUNNELS_OPEN.labels(route), open_now)
+
+
+def count_tunnel_bytes(route: str, direction: str, count: int) -> None:
+    """``count`` bytes relayed on ``route``'s tunnels, ``direction`` up (to the upstream) or down."""
+    if not _switch.on:
+        return
+    _count(TUNNEL_BYTES, (route, direction), _DIRECTIONS, count)
 
 
 def render() -> bytes:

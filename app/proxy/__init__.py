@@ -14,8 +14,10 @@ from app.proxy.endpoints import Endpoint
 from app.proxy.headers import request_headers
 from app.proxy.paths import UpstreamPath, check_path
 from app.proxy.policy import Resilience
-from app.proxy.settings import Target, UpstreamSettings, read_upstreams
+from app.proxy.relay import TunnelFigures, TunnelLimits
+from app.proxy.settings import Target, UpstreamSettings, read_tunnel_limits, read_upstreams
 from app.proxy.transport import ProxyResponse, UpstreamRequest
+from app.proxy.tunnel import is_upgrade
 from app.proxy.upstream import Upstream, Upstreams, start_attempt, upstreams
 
 __all__ = [
@@ -26,6 +28,8 @@ __all__ = [
     "Resilience",
     "Resolver",
     "Target",
+    "TunnelFigures",
+    "TunnelLimits",
     "Upstream",
     "UpstreamPath",
     "UpstreamRequest",
@@ -34,6 +38,8 @@ __all__ = [
     "Upstreams",
     "call_upstream",
     "check_path",
+    "is_upgrade",
+    "read_tunnel_limits",
     "read_upstreams",
     "request_headers",
     "start_attempt",

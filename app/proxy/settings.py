@@ -11,8 +11,9 @@ from urllib.parse import urlsplit
 
 from app.config import ConfigError, Problems, Section
 from app.proxy.policy import Resilience, read_resilience
+from app.proxy.relay import TunnelLimits
 
-__all__ = ["Target", "UpstreamSettings", "read_upstreams"]
+__all__ = ["Target", "UpstreamSettings", "read_tunnel_limits", "read_upstreams"]
 
 _NAME = r"[a-z][a-z0-9_-]{0,62}"
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
@@ -154,3 +155,21 @@ def _target(key: str, url: str) -> Target:
     netloc = shown_host if port == _DEFAULT_PORTS[parts.scheme] else f"{shown_host}:{port}"
     return Target(url=f"{parts.scheme}://{shown_host}:{port}", scheme=parts.scheme, host=host, port=port,
                   netloc=netloc)
+
+
+def read_tunnel_limits(key: str, value: object) -> TunnelLimits:
+    """A declared route's ``websocket``: true (the default limits) or a table of limits."""
+    defaults = TunnelLimits()
+    if value is True:
+        return defaults
+    if value is False or not isinstance(value, Mapping):
+        raise ConfigError(key, value, "true, or a table of max_tunnels, idle_timeout, max_lifetime, drain_grace")
+    section = Section(key, value)
+    limits = TunnelLimits(
+        max_tunnels=section.integer("max_tunnels", defaults.max_tunnels, minimum=1),
+        idle_timeout=section.seconds("idle_timeout", defaults.idle_timeout),
+        max_lifetime=section.seconds("max_lifetime", defaults.max_lifetime),
+        drain_grace=section.seconds("drain_grace", defaults.drain_grace),
+    )
+    section.done()
+    return limits

@@ -9,13 +9,20 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
-from flask import Blueprint, Flask, current_app
+from flask import Blueprint, Flask, Response, current_app
 from flask.blueprints import BlueprintSetupState
 
 from app.observability import metrics
 from app.config import ConfigError, problems_of
 from app.current import current_gateway, current_request
-from app.environ import PATH_SAFE, TRACE_ENVIRON, UPSTREAM_DURATION_ENVIRON, UPSTREAM_ENVIRON, raw_target
+from app.environ import (
+    PATH_SAFE,
+    ROUTE_ENVIRON,
+    TRACE_ENVIRON,
+    UPSTREAM_DURATION_ENVIRON,
+    UPSTREAM_ENVIRON,
+    raw_target,
+)
 from app.errors import UpstreamBusy
 from app.proxy.attempts import call
 from app.proxy.client import UpstreamState, build_session, build_states
@@ -23,8 +30,11 @@ from app.proxy.discovery import Resolver
 from app.proxy.endpoints import Endpoint
 from app.proxy.monitor import Monitor
 from app.proxy.paths import check_path
+from app.proxy.relay import TunnelLimits
 from app.proxy.settings import UpstreamSettings, read_upstreams
 from app.proxy.transport import ProxyResponse, build_request, build_response
+from app.proxy.tunnel import check_handshake
+from app.proxy.tunnels import open_tunnel
 from app.observability.tracing import CallSpan, RequestSpan
 
 __all__ = ["Upstream", "Upstreams", "start_attempt", "upstreams"]
@@ -38,6 +48,7 @@ class _Runtime:
     states: dict[str, UpstreamState]
     monitor: Monitor
     by_blueprint: dict[str, list[str]]  # the upstreams each code blueprint declared, for the inventory
+    tunnels: dict[str, int]  # WebSocket tunnels open in this worker, by route template
 
 
 def _runtime(app: Flask | None = None) -> _Runtime:
@@ -55,7 +66,7 @@ class Upstreams:
         settings = read_upstreams(app.config, problems_of(app))
         session = build_session(settings)
         states = build_states(session, settings)
-        app.extensions[_EXTENSION] = _Runtime(session, states, Monitor(states), {})
+        app.extensions[_EXTENSION] = _Runtime(session, states, Monitor(states), {}, {})
 
     def use_resolver(self, app: Flask, resolver: Resolver) -> None:
         """Resolve host names with ``resolver`` from now on, starting now (tests control DNS this way)."""
@@ -122,6 +133,30 @@ class Upstream:
         endpoint_prefix = ".".join(filter(None, (state.name_prefix, state.name)))  # as in the endpoints' names
         state.app.extensions[_EXTENSION].by_blueprint.setdefault(endpoint_prefix, []).append(self.name)
 
+    def tunnel(self, path: str | None = None, *, query: str | None = None,
+               limits: TunnelLimits | None = None) -> Response:
+        """Tunnel the current request, a WebSocket handshake, to this upstream at ``path`` (as ``forward``).
+
+        The answer is the upstream's 101 followed by the relay, or the upstream's refusal; a request
+        that is no valid handshake is answered 426 or 400 before anything is sent (docs/websocket.md).
+        """
+        environ = current_request().environ
+        key = check_handshake(environ)
+        url = _upstream_url(environ, path, query)
+        runtime = _runtime()
+        state = runtime.states[self.name]
+        spans: list[CallSpan] = []
+
+        def note(endpoint: Endpoint, headers: dict[str, str]) -> None:
+            start_attempt(environ, state.settings, headers, spans, endpoint)
+
+        try:
+            return open_tunnel(state, environ, url, _host(environ, state.settings), key, limits or TunnelLimits(),
+                               runtime.tunnels, environ.get(ROUTE_ENVIRON) or metrics.UNMATCHED, note)
+        finally:
+            if spans:
+                spans[-1].end(None)
+
     def forward(self, path: str | None = None, *, query: str | None = None,
                 retry_any_method: bool = False) -> ProxyResponse:
         """Forward the current request here, at ``path`` (default: the client's own path and query).
@@ -130,20 +165,13 @@ class Upstream:
         methods too: only for a route whose upstream makes them safe (an idempotency key).
         """
         environ = current_request().environ
-        raw_path, _, raw_query = raw_target(environ)
-        check_path(raw_path)
-        upstream_path = raw_path if path is None else quote(path, safe=PATH_SAFE)
-        query = raw_query if query is None else query
-        url = f"{upstream_path}?{query}" if query else upstream_path
-
+        url = _upstream_url(environ, path, query)
         state = _runtime().states[self.name]
         settings = state.settings
         if state.in_flight >= settings.max_in_flight:
             metrics.record_rejected(self.name)
             raise UpstreamBusy(f"The upstream already has {settings.max_in_flight} requests in flight.")
-        # Every target of one upstream is the same service: one Host for all of them.
-        netloc = settings.targets[0].netloc
-        host = environ.get("HTTP_HOST", netloc) if settings.preserve_host else netloc
+        host = _host(environ, settings)
         upstream_request = build_request(environ, host, url)
         if not settings.forward_authorization:
             upstream_request.headers.pop("Authorization", None)
@@ -171,6 +199,21 @@ class Upstream:
         if spans:
             spans[-1].end(f"status {answer.status}" if answer.status >= 500 else None)
         return build_response(answer, upstream_request.method, state, functools.partial(_release, endpoint))
+
+
+def _upstream_url(environ: dict[str, Any], path: str | None, query: str | None) -> str:
+    """The origin-form target upstream: ``path`` (default: the client's own, checked) and the query."""
+    raw_path, _, raw_query = raw_target(environ)
+    check_path(raw_path)
+    upstream_path = raw_path if path is None else quote(path, safe=PATH_SAFE)
+    query = raw_query if query is None else query
+    return f"{upstream_path}?{query}" if query else upstream_path
+
+
+def _host(environ: dict[str, Any], settings: UpstreamSettings) -> str:
+    # Every target of one upstream is the same service: one Host for all of them.
+    netloc = settings.targets[0].netloc
+    return str(environ.get("HTTP_HOST", netloc)) if settings.preserve_host else netloc
 
 
 def _release(endpoint: Endpoint) -> None:

@@ -2,7 +2,8 @@
 
 It sits inside ProxyFix (REMOTE_ADDR is the client the trusted hops report) and inside the
 request log (refusals are logged, with the request id), and runs in this order:
-client screening (address, user agent) → CORS preflight → body size → the app → response headers.
+client screening (address, user agent) → CORS preflight, or a WebSocket handshake's Origin → body size →
+the app → response headers.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from flask import Flask
 from werkzeug.exceptions import Forbidden, HTTPException, RequestEntityTooLarge
 
 from app.errors import GatewayError, problem_response
+from app.proxy import is_upgrade
 from app.edge.guard.cors import actual_headers, is_preflight, preflight_headers
 from app.edge.guard.settings import EdgePolicy, GuardSettings
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["BodyTooLarge", "ClientRefused", "EdgeGuard", "POLICIES"]
+__all__ = ["BodyTooLarge", "ClientRefused", "EdgeGuard", "OriginRefused", "POLICIES"]
 
 #: app.extensions key: endpoint → EdgePolicy for the routes with their own `edge` settings.
 POLICIES = "frontdesk.edge_policies"
@@ -33,6 +35,12 @@ class ClientRefused(GatewayError, Forbidden):
     """The client's address or user agent is refused on this route."""
 
     problem = _PROBLEM_BASE + "client-refused"
+
+
+class OriginRefused(GatewayError, Forbidden):
+    """A WebSocket handshake from a browser page whose origin the route's CORS rules do not allow."""
+
+    problem = _PROBLEM_BASE + "origin-refused"
 
 
 class BodyTooLarge(GatewayError, RequestEntityTooLarge):
@@ -60,6 +68,12 @@ class EdgeGuard:
             headers = [("Content-Length", "0"), *preflight_headers(environ, policy.cors)]
             start_response("204 No Content", self._finish(environ, headers, None))
             return []
+        if policy.cors is not None and "HTTP_ORIGIN" in environ and is_upgrade(environ) and \
+                not policy.cors.allows(environ["HTTP_ORIGIN"]):
+            # Browsers send no preflight before a WebSocket and enforce nothing on its answers: the
+            # allowed origins are checked here (cross-site WebSocket hijacking), before auth sees a cookie.
+            return self._refuse(environ, start_response, OriginRefused("The page's origin may not open this "
+                                                                       "WebSocket."))
         limit = policy.max_body_bytes
         if limit:
             length = _content_length(environ)

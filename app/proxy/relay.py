@@ -1,0 +1,163 @@
+"""A WebSocket tunnel once both handshakes are done: bytes relayed both ways until a side closes or a limit ends it.
+
+The relay never reads a WebSocket frame: it copies bytes (decision 93). Two greenlets pump, one per
+direction; the greenlet that serves the client's connection watches the limits meanwhile, waking only
+at the next deadline (idle, lifetime, the drain's grace) or when a pump ends. A side's end of file is
+passed on as a half-close, so a close handshake completes; the tunnel is over when both pumps are.
+A limit ends it by closing both connections (the client sees code 1006): the relay cannot write a
+close frame in the middle of another frame without parsing them.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import gevent
+
+from app.observability import metrics
+
+__all__ = ["CLOSE_REASONS", "Relay", "TunnelFigures", "TunnelLimits"]
+
+#: Why a tunnel closed: a side closed (or reset) its connection, or a limit ended it.
+CLOSE_REASONS = metrics.TUNNEL_CLOSE_REASONS
+_READ_SIZE = 64 * 1024
+
+
+@dataclass(frozen=True)
+class TunnelLimits:
+    """One route's limits on its WebSocket tunnels, per worker."""
+
+    max_tunnels: int = 1000  # open at once in one worker; one more is answered 503
+    idle_timeout: float = 300.0  # seconds without a byte either way before the tunnel is closed; 0: never
+    max_lifetime: float = 3600.0  # seconds a tunnel may stay open at all; 0: no limit
+    drain_grace: float = 10.0  # seconds open tunnels keep after the worker begins to drain
+
+
+@dataclass
+class TunnelFigures:
+    """What the access log and the metrics say of one tunnel; filled in as it runs."""
+
+    route: str
+    opened: float = field(default_factory=time.perf_counter)  # when the 101 came (perf_counter)
+    bytes_up: int = 0  # client to upstream
+    bytes_down: int = 0  # upstream to client
+    reason: str | None = None  # one of CLOSE_REASONS, once closed
+    close: Callable[[], None] | None = field(default=None, repr=False)  # ends the tunnel (idempotent)
+
+
+class Relay:
+    """Copy bytes between the client's socket and the upstream's until the tunnel ends.
+
+    ``pending`` are bytes the upstream sent right after its 101 (the first frames), delivered first.
+    ``drain`` is the worker's drain signal (None outside gunicorn). ``on_close`` runs exactly once,
+    whatever ends the tunnel: it releases the route's slot.
+    """
+
+    def __init__(self, client: Any, upstream: socket.socket, pending: bytes, limits: TunnelLimits,
+                 figures: TunnelFigures, drain: Any = None, on_close: Callable[[], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.client = client
+        self.upstream = upstream
+        self.pending = pending
+        self.limits = limits
+        self.figures = figures
+        self.drain = drain
+        self.on_close = on_close
+        self.clock = clock
+        self.opened = self.last_active = clock()
+        self.first_eof: str | None = None  # which side ended first: "client" or "upstream"
+        self.closed = False
+
+    def run(self) -> None:
+        """Relay until both sides are done or a limit ends the tunnel; then close both connections."""
+        try:
+            pumps = [gevent.spawn(self._pump, self.client, self.upstream, "client"),
+                     gevent.spawn(self._pump, self.upstream, self.client, "upstream")]
+            try:
+                self.figures.reason = self._watch(pumps)
+            finally:
+                gevent.killall(pumps)
+        finally:
+            self.close()
+
+    def _watch(self, pumps: list[gevent.Greenlet]) -> str:
+        """Wait for the pumps, waking at each deadline; the reason the tunnel ends."""
+        drain_ends: float | None = None
+        while True:
+            running = [pump for pump in pumps if not pump.dead]
+            if not running:
+                return self.first_eof or "client"
+            now = self.clock()
+            if drain_ends is None and self.drain is not None and self.drain.is_set():
+                drain_ends = now + self.limits.drain_grace
+            deadlines = self._deadlines(drain_ends)
+            for reason, deadline in deadlines:
+                if deadline <= now:
+                    return reason
+            waits: list[Any] = running if drain_ends is not None or self.drain is None else [*running, self.drain]
+            timeout = min((deadline for _, deadline in deadlines), default=None)
+            gevent.wait(waits, timeout=None if timeout is None else timeout - now, count=1)
+
+    def _deadlines(self, drain_ends: float | None) -> list[tuple[str, float]]:
+        limits = self.limits
+        deadlines = []
+        if limits.idle_timeout:
+            deadlines.append(("idle", self.last_active + limits.idle_timeout))
+        if limits.max_lifetime:
+            deadlines.append(("lifetime", self.opened + limits.max_lifetime))
+        if drain_ends is not None:
+            deadlines.append(("drain", drain_ends))
+        return deadlines
+
+    def _pump(self, source: Any, sink: Any, side: str) -> None:
+        """Copy ``source`` to ``sink`` until ``source`` ends; pass its end on as a half-close."""
+        figures = self.figures
+        up = side == "client"
+        try:
+            if not up and self.pending:
+                sink.sendall(self.pending)
+                figures.bytes_down += len(self.pending)
+                metrics.count_tunnel_bytes(figures.route, "down", len(self.pending))
+                self.pending = b""
+            while True:
+                data = source.recv(_READ_SIZE)
+                if not data:
+                    break
+                self.last_active = self.clock()
+                sink.sendall(data)
+                if up:
+                    figures.bytes_up += len(data)
+                else:
+                    figures.bytes_down += len(data)
+                metrics.count_tunnel_bytes(figures.route, "up" if up else "down", len(data))
+        except OSError:
+            pass  # a reset is an end too: the other side learns it from the half-close below
+        if self.first_eof is None:
+            self.first_eof = side
+        try:
+            sink.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # already gone
+
+    def close(self) -> None:
+        """Close the upstream connection, shut the client's both ways, release the slot; once."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            try:
+                self.upstream.close()
+            finally:
+                # Shut, not closed: the server still owns the client's socket. Its next read finds the
+                # end of file, so it closes the connection instead of reading frames as a request.
+                try:
+                    self.client.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass  # the client is gone already
+        finally:
+            if self.on_close is not None:
+                self.on_close()
