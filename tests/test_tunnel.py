@@ -9,9 +9,10 @@ from typing import Any
 import gevent
 import gevent.event
 import pytest
-from flask import Flask
+from flask import Blueprint, Flask, Response
 
-from app import upstreams
+from app import Upstream, upstreams
+from app.auth import public
 from app.caching.policy import decide
 from app.proxy import OPEN, TunnelFigures, TunnelLimits
 from app.proxy.relay import Relay
@@ -268,3 +269,29 @@ def test_a_plain_request_gets_426_and_one_without_a_client_socket_501(make_app: 
     no_socket = app.test_client().get("/ws/echo", environ_base=handshake_environ(None))  # type: ignore[arg-type]
     assert no_socket.status_code == 501
     assert open_count(app) == {}
+
+
+def chat_blueprint() -> Blueprint:
+    """A code route family with one WebSocket route, as docs/websocket.md shows it."""
+    bp = Blueprint("chat", __name__)
+    chat = Upstream("ws", bp)
+
+    @bp.route("/chat/<room>", websocket=True)
+    @public
+    def join(room: str) -> Response:
+        """A room's WebSocket."""
+        return chat.tunnel(f"/{room}", limits=TunnelLimits(max_tunnels=1))
+
+    return bp
+
+
+def test_a_code_route_tunnels_with_its_own_limits(make_app: AppFactory, sockets: Any,
+                                                  ws_upstream: WsUpstream) -> None:
+    app = make_app(UPSTREAMS={"ws": {"targets": [ws_upstream.url]}}, blueprints=(chat_blueprint(),))
+    client = app.test_client()
+    opened = client.get("/chat/echo", environ_base=handshake_environ(sockets[1]), buffered=False)
+    assert opened.status_code == 101 and opened.headers["Upgrade"] == "websocket"
+    assert client.get("/chat/echo", environ_base=handshake_environ(sockets[1])).status_code == 503
+    assert client.get("/chat/echo").status_code == 426
+    opened.close()
+    assert open_count(app) == {"/chat/<room>": 0}
