@@ -11,7 +11,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -309,3 +309,43 @@ def test_sigterm_drains_open_tunnels_within_their_grace(tmp_path: Path, upstream
             socket.create_connection((host, int(port)), timeout=1)
     finally:
         gateway.stop()
+
+
+def test_reload_hands_over_then_drains_open_tunnels(tmp_path: Path, upstream: WsUpstream,
+                                                    http_backend: Backend) -> None:
+    config = gateway_config(upstream, http_backend).replace(
+        "websocket = { max_tunnels = 400, idle_timeout = 60 }", "websocket = { drain_grace = 1 }")
+    # gunicorn would end the old worker after graceful_timeout anyway: far beyond what the test allows.
+    gateway = Gateway(tmp_path, config, workers=1, env={"GATEWAY_GRACEFUL_TIMEOUT": "120"}).start()
+    try:
+        [old_worker] = gateway.worker_pids()
+        ws = open_ws(gateway, "/ws/echo").__enter__()
+        assert gateway.process is not None
+        gateway.process.send_signal(signal.SIGHUP)
+        reloaded = time.monotonic()
+        with pytest.raises(ConnectionClosed):
+            while True:  # the old tunnel works until the old worker drains, then closes
+                ws.send("still here")
+                assert ws.recv(timeout=5) == "still here"
+                time.sleep(0.2)
+        assert 1 < time.monotonic() - reloaded < 20  # after its grace, once the new worker is up
+        wait_until(lambda: old_worker not in gateway.worker_pids(), timeout=10, what="the old worker to exit")
+        with open_ws(gateway, "/ws/echo") as again:  # the new worker takes tunnels
+            again.send("new worker")
+            assert again.recv(timeout=5) == "new worker"
+        assert gateway.process.poll() is None
+    finally:
+        gateway.stop()
+
+
+def test_a_handshake_from_a_refused_origin_is_403_at_the_edge(start_gateway: Callable[..., Gateway],
+                                                              upstream: WsUpstream, http_backend: Backend) -> None:
+    gateway = start_gateway(gateway_config(upstream, http_backend) + '\n[edge.cors]\nallow_origins = '
+                            '["https://app.example"]\n', workers=1)
+    with pytest.raises(InvalidStatus) as refused:
+        open_ws(gateway, "/ws/echo", headers={"Origin": "https://evil.example"})
+    assert refused.value.response.status_code == 403
+    assert json.loads(refused.value.response.body)["type"].endswith("/origin-refused")
+    with open_ws(gateway, "/ws/echo", headers={"Origin": "https://app.example"}) as ws:
+        ws.send("allowed")
+        assert ws.recv(timeout=5) == "allowed"
