@@ -128,7 +128,8 @@ def test_routes_json_lists_a_new_blueprint_with_its_policies(make_app: AppFactor
         "limits": [{"rate": "7 per 1 minute", "per": "consumer", "scope": "route"}],
         "cache": {"ttl": 45, "vary": ["accept-language"], "scope": "consumer", "freshness": "route",
                   "stale_while_revalidate": None, "stale_if_error": None, "ignore_client_no_cache": False},
-        "aggregate": None, "edge": None, "retry_any_method": False, "summary": "One invoice."}
+        "aggregate": None, "edge": None, "retry_any_method": False, "websocket": False,
+        "summary": "One invoice."}
     assert routes["billing.pay"]["edge"] == {"max_body_bytes": 2048}
     assert routes["routes.refunds"]["retry_any_method"] is True
     assert routes["routes.refunds"]["edge"] == {"max_body_bytes": 100}

@@ -18,6 +18,8 @@ from app.proxy import OPEN, TunnelFigures, TunnelLimits
 from app.proxy.relay import Relay
 from app.proxy.tunnel import accept_value, check_handshake
 from app.errors import HandshakeInvalid, WebSocketRequired
+from app.operators.cli import format_routes
+from app.operators.inventory import inventory
 from app.routes import read_routes
 from app.config import ConfigError
 from tests.conftest import AppFactory
@@ -295,3 +297,11 @@ def test_a_code_route_tunnels_with_its_own_limits(make_app: AppFactory, sockets:
     assert client.get("/chat/echo").status_code == 426
     opened.close()
     assert open_count(app) == {"/chat/<room>": 0}
+
+
+def test_the_inventory_names_websocket_routes(make_app: AppFactory) -> None:
+    app = ws_app(make_app, "http://127.0.0.1:9")
+    routes = {route.rule: route for route in inventory(app)}
+    assert routes[ROUTE].websocket and routes[ROUTE].as_dict()["websocket"] is True
+    assert not routes["/livez"].websocket
+    assert "ws (websocket)" in format_routes([routes[ROUTE]])

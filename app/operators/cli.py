@@ -64,6 +64,8 @@ def _row(route: RouteInfo) -> tuple[str, ...]:
     upstream = ", ".join(route.upstreams) or "-"
     if route.retry_any_method:
         upstream += " (retries any method)"
+    if route.websocket:
+        upstream += " (websocket)"
     return (route.rule, ",".join(route.methods), route.endpoint, route.kind, upstream, _auth(route),
             _joined(_limit(limit) for limit in route.limits), _cache(route), _aggregate(route),
             ", ".join(sorted(route.edge.raw)) if route.edge is not None else "-")

@@ -61,6 +61,7 @@ class RouteInfo:
     view: Callable[..., Any]
     edge: EdgeOverride | None = None  # the route's own [edge] settings, over the app-wide ones
     retry_any_method: bool = False  # a declared route whose upstream may retry POST/PATCH too
+    websocket: bool = False  # the rule takes WebSocket handshakes only (docs/websocket.md)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready description (``gateway routes --json``)."""
@@ -79,6 +80,7 @@ class RouteInfo:
                            "required": part.required} for part in self.aggregate.parts]},
             "edge": None if self.edge is None else dict(self.edge.raw),
             "retry_any_method": self.retry_any_method,
+            "websocket": self.websocket,
             "summary": self.summary,
         }
 
@@ -110,7 +112,7 @@ def _describe(app: Flask, rule: Rule, view: Callable[..., Any], route: RouteSett
         kind=kind, blueprint=blueprint, upstreams=targets, auth=policy_of(view), limits=_limits(app, rule),
         cache=cache_policy_of(view), aggregate=route.aggregate if route else None,
         summary=doc.splitlines()[0] if doc else "", view=view, edge=edge_override_of(view),
-        retry_any_method=route.retry_any_method if route else False)
+        retry_any_method=route.retry_any_method if route else False, websocket=rule.websocket)
 
 
 _GATEWAY_BLUEPRINTS = frozenset({"health", "metrics", "cache", "openapi", "status"})

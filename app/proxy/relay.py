@@ -114,30 +114,34 @@ class Relay:
         return deadlines
 
     def _pump(self, source: Any, sink: Any, side: str) -> None:
-        """Copy ``source`` to ``sink`` until ``source`` ends; pass its end on as a half-close."""
+        """Copy ``source`` to ``sink`` until one of them ends; pass the end on as a half-close."""
         figures = self.figures
         up = side == "client"
+        ended = side  # the side whose connection ended: ``source`` unless writing to ``sink`` fails
+        data = b""
+        if not up:
+            data, self.pending = self.pending, b""  # the upstream's first bytes go out first
         try:
-            if not up and self.pending:
-                sink.sendall(self.pending)
-                figures.bytes_down += len(self.pending)
-                metrics.count_tunnel_bytes(figures.route, "down", len(self.pending))
-                self.pending = b""
             while True:
+                if data:
+                    try:
+                        sink.sendall(data)
+                    except OSError:
+                        ended = "upstream" if up else "client"
+                        break
+                    if up:
+                        figures.bytes_up += len(data)
+                    else:
+                        figures.bytes_down += len(data)
+                    metrics.count_tunnel_bytes(figures.route, "up" if up else "down", len(data))
                 data = source.recv(_READ_SIZE)
                 if not data:
                     break
                 self.last_active = self.clock()
-                sink.sendall(data)
-                if up:
-                    figures.bytes_up += len(data)
-                else:
-                    figures.bytes_down += len(data)
-                metrics.count_tunnel_bytes(figures.route, "up" if up else "down", len(data))
         except OSError:
             pass  # a reset is an end too: the other side learns it from the half-close below
         if self.first_eof is None:
-            self.first_eof = side
+            self.first_eof = ended
         try:
             sink.shutdown(socket.SHUT_WR)
         except OSError:
