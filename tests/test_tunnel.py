@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import ssl
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -305,3 +308,33 @@ def test_the_inventory_names_websocket_routes(make_app: AppFactory) -> None:
     assert routes[ROUTE].websocket and routes[ROUTE].as_dict()["websocket"] is True
     assert not routes["/livez"].websocket
     assert "ws (websocket)" in format_routes([routes[ROUTE]])
+
+
+def test_an_https_target_whose_certificate_is_not_trusted_is_502_and_frees_its_slots(
+        make_app: AppFactory, sockets: Any, tmp_path: Any) -> None:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(cert), str(key))
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve_tls() -> None:
+        connection, _ = listener.accept()
+        try:
+            with contextlib.suppress(OSError):
+                context.wrap_socket(connection, server_side=True).close()  # the gateway refuses the certificate
+        finally:
+            connection.close()
+
+    server = gevent.spawn(serve_tls)
+    try:
+        app = ws_app(make_app, f"https://127.0.0.1:{listener.getsockname()[1]}")
+        response = app.test_client().get("/ws/echo", environ_base=handshake_environ(sockets[1]))
+        assert response.status_code == 502 and response.json is not None
+        assert response.json["detail"] == "The upstream's TLS handshake failed."
+        assert open_count(app) == {ROUTE: 0} and in_flight(app) == (0, 0)
+    finally:
+        server.join(timeout=5)
+        server.kill()
+        listener.close()

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import h11
 from flask import Response
+from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
 from app.environ import connection_tokens
 from app.errors import HandshakeInvalid, UpstreamTimeout, UpstreamUnreachable, WebSocketRequired
@@ -140,7 +141,9 @@ def _connect(endpoint: Endpoint, timeout: float) -> socket.socket:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if target.scheme == "https":
         try:
-            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=target.host)
+            # The CA bundle requests verifies forwarded calls against (certifi's), so both agree on a target.
+            context = ssl.create_default_context(cafile=DEFAULT_CA_BUNDLE_PATH)
+            sock = context.wrap_socket(sock, server_hostname=target.host)
         except OSError:  # ssl.SSLError included
             sock.close()
             raise UpstreamUnreachable("The upstream's TLS handshake failed.", "connect") from None
