@@ -13,6 +13,7 @@ import gevent
 import gevent.event
 import pytest
 from flask import Blueprint, Flask, Response
+from openapi_spec_validator import validate
 
 from app import Upstream, upstreams
 from app.auth import public
@@ -22,6 +23,7 @@ from app.proxy.relay import Relay
 from app.proxy.tunnel import accept_value, check_handshake
 from app.errors import HandshakeInvalid, WebSocketRequired
 from app.operators.cli import format_routes
+from app.operators.openapi.document import build_document
 from app.operators.inventory import inventory
 from app.routes import read_routes
 from app.config import ConfigError
@@ -338,3 +340,14 @@ def test_an_https_target_whose_certificate_is_not_trusted_is_502_and_frees_its_s
         server.join(timeout=5)
         server.kill()
         listener.close()
+
+
+def test_the_openapi_document_describes_a_websocket_route(make_app: AppFactory) -> None:
+    app = ws_app(make_app, "http://127.0.0.1:9")
+    with app.app_context():
+        document = build_document(app)
+    validate(document)
+    operation = document["paths"]["/ws/{rest}"]["get"]
+    assert "101" in operation["responses"] and "200" not in operation["responses"]
+    assert operation["responses"]["426"] == {"$ref": "#/components/responses/UpgradeRequired"}
+    assert operation["x-frontdesk"]["websocket"] is True

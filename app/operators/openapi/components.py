@@ -52,20 +52,26 @@ _HEADERS: dict[str, dict[str, Any]] = {
     "Cache-Status": {"description": "What the gateway's cache did (RFC 9211): hit, or fwd=... and stored.",
                      "schema": {"type": "string"}},
     "Age": {"description": "Seconds the answer has been cached (RFC 9111).", "schema": {"type": "integer"}},
+    "Upgrade": {"description": "The protocol the route takes: websocket.", "schema": {"type": "string"}},
+    "Sec-WebSocket-Version": {"description": "The WebSocket version spoken: 13.", "schema": {"type": "string"}},
 }
 
 # Status -> (component name, when the gateway answers it, extra headers).
 PROBLEMS: dict[int, tuple[str, str, tuple[str, ...]]] = {
     400: ("BadRequest", "The gateway refused the request: a path that climbs out of the route, or (on routes "
-          "that validate) a body that is missing, not JSON, or breaks the schema (see errors).", ()),
+          "that validate) a body that is missing, not JSON, or breaks the schema (see errors), or a WebSocket "
+          "handshake that breaks RFC 6455.", ()),
     401: ("Unauthorized", "No credential, or one that is malformed, expired or unknown.", ("WWW-Authenticate",)),
     403: ("Forbidden", "The credential is valid but lacks a scope this route needs.", ("WWW-Authenticate",)),
     404: ("NotFound", "No route matches: a path parameter of the wrong shape.", ()),
     415: ("UnsupportedMediaType", "The route takes JSON, and the body is something else or content-coded.", ()),
+    426: ("UpgradeRequired", "A WebSocket route: the request is not a WebSocket handshake, or asks for a version "
+          "other than 13.", ("Upgrade", "Sec-WebSocket-Version")),
     429: ("TooManyRequests", "A rate limit or plan quota is spent.", ("Retry-After",)),
     502: ("BadGateway", "The upstream refused or reset the connection, or answered with broken HTTP.", ()),
     503: ("ServiceUnavailable", "No upstream target can take the call, the upstream is at max_in_flight, the "
-          "identity provider's keys are unavailable, or (closed) the rate-limit storage is unreachable.",
+          "identity provider's keys are unavailable, (closed) the rate-limit storage is unreachable, or a WebSocket "
+          "route has its max_tunnels open.",
           ("Retry-After",)),
     504: ("GatewayTimeout", "The upstream did not answer within the route's timeouts.", ()),
 }

@@ -98,6 +98,7 @@ def _operation(route: RouteInfo, method: str, rule: Rule, rate_limit_mode: str, 
         "limits": [f"{limit.rate} per {limit.per} ({limit.scope})" for limit in route.limits],
         "cache": None if route.cache is None else route.cache.as_dict(),
         "validates": bool(schema and schema.validate),
+        "websocket": route.websocket,
     }
     return operation
 
@@ -112,6 +113,9 @@ def _responses(route: RouteInfo, method: str, rate_limit_mode: str, limits_may_c
         responses[str(status)] = {"description": HTTPStatus(status).phrase, "headers": header_refs(headers),
                                   "content": {"application/json": {"schema": body}}}
     forwards = bool(route.upstreams)
+    if route.websocket:
+        responses["101"] = {"description": "Switching Protocols: a WebSocket tunnel to the upstream, relayed until "
+                                           "either side closes (docs/websocket.md).", "headers": header_refs(headers)}
     if not responses:
         responses["200"] = {"description": "The upstream's answer." if forwards else "The answer.",
                             "headers": header_refs(headers)}
@@ -119,7 +123,7 @@ def _responses(route: RouteInfo, method: str, rate_limit_mode: str, limits_may_c
     authenticated = route.auth is not None and not route.auth.public
     problems = {
         400: forwards or validates, 401: authenticated, 403: authenticated, 404: bool(route_arguments(route)),
-        415: validates, 429: bool(route.limits), 502: forwards, 504: forwards,
+        415: validates, 426: route.websocket, 429: bool(route.limits), 502: forwards, 504: forwards,
         503: forwards or (authenticated and has_jwt) or (bool(route.limits) and limits_may_close),
     }
     for status, applies in sorted(problems.items()):
