@@ -1,15 +1,18 @@
 """A WebSocket tunnel once both handshakes are done: bytes relayed both ways until a side closes or a limit ends it.
 
-The relay never reads a WebSocket frame: it copies bytes (decision 93). Two greenlets pump, one per
-direction; the greenlet that serves the client's connection watches the limits meanwhile, waking only
-at the next deadline (idle, lifetime, the drain's grace) or when a pump ends. A side's end of file is
-passed on as a half-close, so a close handshake completes; the tunnel is over when both pumps are.
+The relay never reads a WebSocket frame: it copies bytes (decision 93). Two pumps, one per direction:
+the greenlet that serves the client's connection pumps upstream to client, one more greenlet the other
+way. The limits (idle, lifetime, the drain's grace) are one timer on the event loop, set for the next
+deadline. A side's end of file is passed on as a half-close, so a close handshake completes; the tunnel
+is over when both pumps are.
 A limit ends it by closing both connections (the client sees code 1006): the relay cannot write a
 close frame in the middle of another frame without parsing them.
 """
 
 from __future__ import annotations
 
+import _socket
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -70,39 +73,78 @@ class Relay:
         self.clock = clock
         self.opened = self.last_active = clock()
         self.first_eof: str | None = None  # which side ended first: "client" or "upstream"
+        self.ending: str | None = None  # the limit that ended the tunnel, if one did
+        self.drain_ends: float | None = None  # when the drain's grace ends, once the worker drains
+        self.timer: Any = None  # the event loop's timer for the next deadline
         self.closed = False
 
     def run(self) -> None:
-        """Relay until both sides are done or a limit ends the tunnel; then close both connections."""
+        """Relay until both sides are done or a limit ends the tunnel; then close both connections.
+
+        The upstream-to-client pump runs in the calling greenlet (the server's, for this connection) and
+        only the other direction gets a greenlet of its own: an idle tunnel holds one greenlet fewer
+        (about 8 KiB). Deadlines are a timer on the event loop, not a greenlet waiting: when one passes,
+        both connections are shut, which ends both pumps.
+        """
+        hub = gevent.get_hub()
+        pump = gevent.spawn(self._pump, self.client, self.upstream, "client")
+        self._arm(hub)
+        if self.drain is not None:
+            self.drain.rawlink(self._on_drain)
         try:
-            pumps = [gevent.spawn(self._pump, self.client, self.upstream, "client"),
-                     gevent.spawn(self._pump, self.upstream, self.client, "upstream")]
-            try:
-                self.figures.reason = self._watch(pumps)
-            finally:
-                gevent.killall(pumps)
+            self._pump(self.upstream, self.client, "upstream")
+            pump.join()
         finally:
+            pump.kill()
+            if self.drain is not None:
+                self.drain.unlink(self._on_drain)
+            self._disarm()
+            self.figures.reason = self.ending or self.first_eof or "client"
             self.close()
 
-    def _watch(self, pumps: list[gevent.Greenlet]) -> str:
-        """Wait for the pumps, waking at each deadline; the reason the tunnel ends."""
-        drain_ends: float | None = None
-        while True:
-            running = [pump for pump in pumps if not pump.dead]
-            if not running:
-                return self.first_eof or "client"
-            now = self.clock()
-            if drain_ends is None and self.drain is not None and self.drain.is_set():
-                drain_ends = now + self.limits.drain_grace
-            deadlines = self._deadlines(drain_ends)
-            for reason, deadline in deadlines:
-                if deadline <= now:
-                    return reason
-            waits: list[Any] = running if drain_ends is not None or self.drain is None else [*running, self.drain]
-            timeout = min((deadline for _, deadline in deadlines), default=None)
-            gevent.wait(waits, timeout=None if timeout is None else timeout - now, count=1)
+    def _arm(self, hub: Any) -> None:
+        """(Re)start the timer for the next deadline, if any."""
+        self._disarm()
+        deadlines = self._deadlines(self.drain_ends)
+        if deadlines:
+            delay = max(0.0, min(deadline for _, deadline in deadlines) - self.clock())
+            self.timer = hub.loop.timer(delay)
+            self.timer.start(self._on_deadline, hub)
+
+    def _disarm(self) -> None:
+        timer, self.timer = self.timer, None
+        if timer is not None:
+            timer.stop()
+            timer.close()
+
+    def _on_deadline(self, hub: Any) -> None:
+        """On the event loop: end the tunnel if a deadline has passed (traffic may have moved the idle one)."""
+        now = self.clock()
+        for reason, deadline in self._deadlines(self.drain_ends):
+            if deadline <= now:
+                self.end(reason)
+                return
+        self._arm(hub)
+
+    def _on_drain(self, _: Any) -> None:
+        """On the event loop: the worker began to drain; the tunnel has its grace period from now."""
+        if self.drain_ends is None:
+            self.drain_ends = self.clock() + self.limits.drain_grace
+            self._arm(gevent.get_hub())
+
+    def end(self, reason: str) -> None:
+        """End the tunnel for ``reason``: both connections are shut, so both pumps find their end.
+
+        Through duplicates of the sockets: gevent's own shutdown() would fail the pumps' waits with
+        EBADF instead of waking them (worker.py's drain does the same). Never blocks.
+        """
+        if self.ending is None:
+            self.ending = reason
+        for connection in (self.client, self.upstream):
+            _shut(connection)
 
     def _deadlines(self, drain_ends: float | None) -> list[tuple[str, float]]:
+        """The deadlines that apply, by reason (monotonic seconds)."""
         limits = self.limits
         deadlines = []
         if limits.idle_timeout:
@@ -165,3 +207,17 @@ class Relay:
         finally:
             if self.on_close is not None:
                 self.on_close()
+
+
+def _shut(connection: Any) -> None:
+    """Shut ``connection`` both ways through a duplicate descriptor; nothing if it is closed already."""
+    try:
+        duplicate = _socket.socket(fileno=os.dup(connection.fileno()))
+    except (OSError, ValueError):
+        return
+    try:
+        duplicate.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # not connected any more
+    finally:
+        duplicate.close()
