@@ -1,6 +1,6 @@
 """A WebSocket tunnel once both handshakes are done: bytes relayed both ways until a side closes or a limit ends it.
 
-The relay never reads a WebSocket frame: it copies bytes (decision 94). Two pumps, one per direction:
+The relay never reads a WebSocket frame: it copies bytes (decision 97). Two pumps, one per direction:
 the greenlet that serves the client's connection pumps upstream to client, one more greenlet the other
 way. The limits (idle, lifetime, the drain's grace) are one timer on the event loop, set for the next
 deadline. A side's end of file is passed on as a half-close, so a close handshake completes; the tunnel

@@ -7,7 +7,7 @@ the forwarded and identity fields every forwarded request gets, and reads the an
 knows where a 101's head ends and the WebSocket bytes begin. ``TunnelResponse`` answers the client:
 its head through gunicorn's ``start_response`` (which writes ``Connection: upgrade`` and keeps
 ``Upgrade: websocket`` for a 101), then the relay runs on ``environ["gunicorn.socket"]`` while the
-server iterates the body (decision 95).
+server iterates the body (decision 98).
 """
 
 from __future__ import annotations
