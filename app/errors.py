@@ -24,6 +24,7 @@ from werkzeug.routing import WebsocketMismatch
 from app.observability.logs import current_request_id
 
 __all__ = [
+    "PROBLEM_BASE",
     "PROBLEM_JSON",
     "ClientBodyError",
     "GatewayError",
@@ -43,7 +44,8 @@ __all__ = [
 ]
 
 PROBLEM_JSON = "application/problem+json"
-_PROBLEM_BASE = "https://frontdesk.dev/problems/"
+#: Where the problem types live: each error's ``problem`` is this plus its name.
+PROBLEM_BASE = "https://frontdesk.dev/problems/"
 
 # Headers that describe a body: the problem document's own replace the ones passed in.
 _BODY_HEADERS = frozenset({"content-type", "content-length", "content-encoding"})
@@ -67,7 +69,7 @@ class GatewayError(HTTPException):
 class PathRefused(GatewayError, BadRequest):
     """The path would climb out of the route's upstream path, or is encoded to hide that."""
 
-    problem = _PROBLEM_BASE + "path-refused"
+    problem = PROBLEM_BASE + "path-refused"
 
 
 class ClientBodyError(GatewayError):
@@ -77,19 +79,19 @@ class ClientBodyError(GatewayError):
 class RequestBodyInvalid(ClientBodyError, BadRequest):
     """The client's body could not be read: its chunked framing is broken, or it ended early."""
 
-    problem = _PROBLEM_BASE + "request-body-invalid"
+    problem = PROBLEM_BASE + "request-body-invalid"
 
 
 class RequestBodyTimeout(ClientBodyError, RequestTimeout):
     """The client sent its body too slowly: the request's deadline passed while waiting for it."""
 
-    problem = _PROBLEM_BASE + "request-body-timeout"
+    problem = PROBLEM_BASE + "request-body-timeout"
 
 
 class UpstreamUnreachable(GatewayError, BadGateway):
     """The upstream refused or reset the connection, or answered with broken HTTP."""
 
-    problem = _PROBLEM_BASE + "upstream-unreachable"
+    problem = PROBLEM_BASE + "upstream-unreachable"
 
     def __init__(self, description: str, condition: str = "reset") -> None:
         super().__init__(description)
@@ -100,7 +102,7 @@ class UpstreamUnreachable(GatewayError, BadGateway):
 class UpstreamTimeout(GatewayError, GatewayTimeout):
     """The upstream did not answer within the route's timeouts."""
 
-    problem = _PROBLEM_BASE + "upstream-timeout"
+    problem = PROBLEM_BASE + "upstream-timeout"
 
     def __init__(self, description: str, condition: str = "deadline") -> None:
         super().__init__(description)
@@ -111,14 +113,14 @@ class UpstreamTimeout(GatewayError, GatewayTimeout):
 class UpstreamBusy(GatewayError, ServiceUnavailable):
     """The upstream already has ``max_in_flight`` calls from this worker: shed load at once."""
 
-    problem = _PROBLEM_BASE + "upstream-busy"
+    problem = PROBLEM_BASE + "upstream-busy"
     extra_headers = (("Retry-After", "1"),)  # ask well-behaved clients to come back in a second
 
 
 class UpstreamDown(GatewayError, ServiceUnavailable):
     """No target of the upstream can take calls (all unhealthy, ejected or behind an open breaker)."""
 
-    problem = _PROBLEM_BASE + "upstream-down"
+    problem = PROBLEM_BASE + "upstream-down"
 
     def __init__(self, description: str, retry_after: int) -> None:
         # Werkzeug's ServiceUnavailable writes Retry-After itself: when the soonest target may be back.
@@ -128,28 +130,28 @@ class UpstreamDown(GatewayError, ServiceUnavailable):
 class HandshakeInvalid(GatewayError, BadRequest):
     """A WebSocket opening handshake that breaks RFC 6455 4.1 (method, version, key): the client's fault."""
 
-    problem = _PROBLEM_BASE + "websocket-handshake-invalid"
+    problem = PROBLEM_BASE + "websocket-handshake-invalid"
 
 
 class WebSocketRequired(GatewayError):
     """A plain request to a WebSocket-only route, or a WebSocket version other than 13 (RFC 6455 4.4)."""
 
     code = 426
-    problem = _PROBLEM_BASE + "websocket-required"
+    problem = PROBLEM_BASE + "websocket-required"
     extra_headers = (("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13"))
 
 
 class TunnelsFull(GatewayError, ServiceUnavailable):
     """The route already has its ``max_tunnels`` open in this worker."""
 
-    problem = _PROBLEM_BASE + "tunnels-full"
+    problem = PROBLEM_BASE + "tunnels-full"
     extra_headers = (("Retry-After", "5"),)
 
 
 class TunnelUnsupported(GatewayError, NotImplemented):
     """The server running the app offers no client socket (only gunicorn's does): no tunnel can be made."""
 
-    problem = _PROBLEM_BASE + "tunnel-unsupported"
+    problem = PROBLEM_BASE + "tunnel-unsupported"
 
 
 def problem_response(status: int, title: str, detail: str, problem: str = "about:blank",

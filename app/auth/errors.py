@@ -6,11 +6,9 @@ from collections.abc import Iterable
 
 from werkzeug.exceptions import Forbidden, ServiceUnavailable, Unauthorized
 
-from app.errors import GatewayError
+from app.errors import GatewayError, PROBLEM_BASE
 
 __all__ = ["InsufficientScope", "InvalidCredentials", "KeysUnavailable", "Rejected", "challenge"]
-
-_PROBLEM_BASE = "https://frontdesk.dev/problems/"
 
 
 class Rejected(Exception):
@@ -26,7 +24,7 @@ def challenge(scheme: str, realm: str, **params: str) -> str:
 class InvalidCredentials(GatewayError, Unauthorized):
     """No usable credential, or one that failed verification (RFC 6750 3.1)."""
 
-    problem = _PROBLEM_BASE + "unauthorized"
+    problem = PROBLEM_BASE + "unauthorized"
 
     def __init__(self, detail: str, challenges: Iterable[str], presented: bool = False) -> None:
         super().__init__(detail)
@@ -38,7 +36,7 @@ class InvalidCredentials(GatewayError, Unauthorized):
 class InsufficientScope(GatewayError, Forbidden):
     """A verified caller without a scope the route needs."""
 
-    problem = _PROBLEM_BASE + "insufficient-scope"
+    problem = PROBLEM_BASE + "insufficient-scope"
 
     def __init__(self, detail: str, challenges: Iterable[str]) -> None:
         super().__init__(detail)
@@ -50,5 +48,5 @@ class InsufficientScope(GatewayError, Forbidden):
 class KeysUnavailable(GatewayError, ServiceUnavailable):
     """No verification key was ever fetched and the identity provider cannot be reached."""
 
-    problem = _PROBLEM_BASE + "keys-unavailable"
+    problem = PROBLEM_BASE + "keys-unavailable"
     extra_headers = (("Retry-After", "5"),)  # the keys may come in a moment: ask clients to retry shortly

@@ -19,26 +19,25 @@ from werkzeug.exceptions import BadRequest, Forbidden
 
 from app.compose.calls import DEFAULT_CONCURRENCY, AggregateFailed, Call, PartFailure, Results, parallel
 from app.config import ConfigError, Section
-from app.errors import GatewayError
+from app.errors import GatewayError, PROBLEM_BASE
 from app.compose.shaping import Shape, dot_path, group
 
 __all__ = ["AggregateSettings", "PartSettings", "read_aggregate", "run_aggregate"]
 
 _IDENTITY = ("sub", "consumer")
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
-_PROBLEM_BASE = "https://frontdesk.dev/problems/"
 
 
 class MissingQueryParameter(GatewayError, BadRequest):
     """The aggregate needs a query parameter the client did not send."""
 
-    problem = _PROBLEM_BASE + "missing-query-parameter"
+    problem = PROBLEM_BASE + "missing-query-parameter"
 
 
 class MissingIdentity(GatewayError, Forbidden):
     """The aggregate needs the caller's subject (or consumer), and the credentials carry none."""
 
-    problem = _PROBLEM_BASE + "missing-identity"
+    problem = PROBLEM_BASE + "missing-identity"
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from werkzeug.exceptions import BadGateway, GatewayTimeout
 from app.observability import metrics
 from app.caching import PARTIAL_HEADER, mark_uncacheable
 from app.environ import ROUTE_ENVIRON
-from app.errors import GatewayError
+from app.errors import GatewayError, PROBLEM_BASE
 from app.compose.parts import PartFailure, fetch_part
 from app.proxy import UpstreamState, request_headers, upstreams
 
@@ -44,7 +44,6 @@ log = logging.getLogger("frontdesk.compose")
 
 #: Calls of one aggregate in flight at once, unless the view asks for another cap.
 DEFAULT_CONCURRENCY = 8
-_PROBLEM_BASE = "https://frontdesk.dev/problems/"
 # A part with no outcome: its greenlet was killed at the deadline, or never started.
 _MISSING = object()
 # Client headers that make no sense on a part's GET: no body goes, and a conditional or ranged
@@ -72,13 +71,13 @@ class Call:
 class AggregateFailed(GatewayError, BadGateway):
     """A required part failed: the whole answer fails with it."""
 
-    problem = _PROBLEM_BASE + "aggregate-part-failed"
+    problem = PROBLEM_BASE + "aggregate-part-failed"
 
 
 class AggregateTimeout(GatewayError, GatewayTimeout):
     """A required part did not answer in time (its own timeout or the aggregate's deadline)."""
 
-    problem = _PROBLEM_BASE + "aggregate-part-timeout"
+    problem = PROBLEM_BASE + "aggregate-part-timeout"
 
 
 class Results:

@@ -10,7 +10,7 @@ from urllib3 import BaseHTTPResponse
 from urllib3.exceptions import HTTPError
 
 from app.observability import metrics
-from app.errors import GatewayError, UpstreamBusy, UpstreamTimeout
+from app.errors import GatewayError, PROBLEM_BASE, UpstreamBusy, UpstreamTimeout
 from app.proxy import Endpoint, UpstreamRequest, UpstreamState, call_upstream, start_attempt
 from app.observability.tracing import CallSpan
 from app.compose.xmljson import XMLRefused, xml_to_json
@@ -21,7 +21,6 @@ __all__ = ["MAX_PART_BYTES", "PartFailure", "fetch_part"]
 MAX_PART_BYTES = 4 * 1024 * 1024
 _READ_SIZE = 64 * 1024
 _ACCEPT = {"json": "application/json", "xml": "application/xml, text/xml"}
-_PROBLEM_BASE = "https://frontdesk.dev/problems/"
 
 
 class PartFailure(Exception):
@@ -36,7 +35,7 @@ class PartFailure(Exception):
 
     def problem(self) -> dict[str, Any]:
         """The problem-detail entry (RFC 9457 members plus ``part``) for a partial answer."""
-        return {"type": _PROBLEM_BASE + "part-" + self.kind, "title": "Part missing", "status": self.status,
+        return {"type": PROBLEM_BASE + "part-" + self.kind, "title": "Part missing", "status": self.status,
                 "detail": self.detail, "part": self.name}
 
 

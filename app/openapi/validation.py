@@ -16,12 +16,11 @@ from flask import Response, request
 from jsonschema import Draft202012Validator, ValidationError
 from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
-from app.errors import GatewayError, problem_response
+from app.errors import GatewayError, PROBLEM_BASE, problem_response
 
 __all__ = ["INVALID_BODY", "BodyNotJson", "BodyRequired", "check_body", "pointer"]
 
-_PROBLEM_BASE = "https://frontdesk.dev/problems/"
-INVALID_BODY = _PROBLEM_BASE + "invalid-body"
+INVALID_BODY = PROBLEM_BASE + "invalid-body"
 # A schema message repeats the offending value; a client's megabyte string is not echoed back whole.
 _MAX_MESSAGE = 200
 _MAX_ERRORS = 10
@@ -30,7 +29,7 @@ _MAX_ERRORS = 10
 class BodyNotJson(GatewayError, UnsupportedMediaType):
     """The route takes JSON, and the body's media type (or content coding) says it is something else."""
 
-    problem = _PROBLEM_BASE + "unsupported-media-type"
+    problem = PROBLEM_BASE + "unsupported-media-type"
 
 
 class BodyRequired(GatewayError, BadRequest):

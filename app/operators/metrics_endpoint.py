@@ -14,12 +14,11 @@ from app.admin import BearerToken, admin_authorized
 from app.observability import metrics
 from app.auth import public
 from app.config import ConfigError, Section
-from app.errors import GatewayError
+from app.errors import GatewayError, PROBLEM_BASE
 
 __all__ = ["MetricsSettings", "Network", "ScrapeForbidden", "ScrapeUnauthorized", "address_allowed",
            "build_metrics_blueprint", "read_metrics_settings", "read_networks"]
 
-_PROBLEM_BASE = "https://frontdesk.dev/problems/"
 # The exposition format prometheus-client writes (text 0.0.4); scrapers accept it by default.
 _CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -63,14 +62,14 @@ def read_networks(section: Section, name: str) -> tuple[Network, ...]:
 class ScrapeUnauthorized(GatewayError, Unauthorized):
     """The scrape did not carry the configured bearer token."""
 
-    problem = _PROBLEM_BASE + "metrics-unauthorized"
+    problem = PROBLEM_BASE + "metrics-unauthorized"
     extra_headers = (("WWW-Authenticate", 'Bearer realm="metrics"'),)
 
 
 class ScrapeForbidden(GatewayError, Forbidden):
     """The scrape came from an address outside ``allow_from``."""
 
-    problem = _PROBLEM_BASE + "metrics-forbidden"
+    problem = PROBLEM_BASE + "metrics-forbidden"
 
 
 def check_scrape(settings: MetricsSettings, address: str | None, authorization: str | None) -> None:

@@ -19,7 +19,7 @@ from app.auth import auth
 from app.config import ConfigError, problems_of
 from app.current import current_gateway, current_globals, current_request
 from app.environ import RATE_LIMIT_ENVIRON
-from app.errors import problem_response
+from app.errors import PROBLEM_BASE, problem_response
 from app.internals import switch
 from app.policies import route_policy
 from app.ratelimit.headers import Usage, ietf_headers, legacy_headers, retry_after
@@ -32,7 +32,7 @@ from app.sharedstate import REDIS_ERRORS, OutageGuard, client_options, refresh_t
 
 __all__ = ["EXTENSION", "GatewayLimiter", "RateLimitRuntime", "limit_declared_route", "limiter", "plan_quota"]
 
-RATE_LIMITED = "https://frontdesk.dev/problems/rate-limited"
+RATE_LIMITED = PROBLEM_BASE + "rate-limited"
 _COUNTS = "_frontdesk_ratelimit_counts"
 
 View = TypeVar("View", bound=Callable[..., Any])

@@ -29,7 +29,7 @@ from redis import Redis
 from redis.commands.core import Script
 from werkzeug.exceptions import ServiceUnavailable
 
-from app.errors import GatewayError
+from app.errors import GatewayError, PROBLEM_BASE
 from app.ratelimit.pipeline import ScriptPipeline
 from app.sharedstate import OutageGuard, Unreachable
 
@@ -40,7 +40,7 @@ _T = TypeVar("_T")
 class StorageUnavailable(GatewayError, ServiceUnavailable):
     """The rate limit storage is unreachable and the gateway is set to fail closed."""
 
-    problem = "https://frontdesk.dev/problems/rate-limit-storage-unavailable"
+    problem = PROBLEM_BASE + "rate-limit-storage-unavailable"
     description = "Rate limits cannot be checked right now."
     extra_headers = (("Retry-After", "1"),)  # ask well-behaved clients to come back in a second
 

@@ -7,13 +7,9 @@ from typing import Any
 
 from werkzeug.test import TestResponse
 
-from app.errors import PROBLEM_JSON
+from app.errors import PROBLEM_BASE, PROBLEM_JSON
 
 __all__ = ["PROBLEM_BASE", "assert_problem"]
-
-
-PROBLEM_BASE = "https://frontdesk.dev/problems/"
-"""Where the gateway's problem types live; ``assert_problem(type="upstream-timeout")`` is short for it."""
 
 
 def assert_problem(response: TestResponse, status: int, type: str | None = None, *,

@@ -15,7 +15,7 @@ from typing import IO, TYPE_CHECKING, Any
 from flask import Flask
 from werkzeug.exceptions import Forbidden, HTTPException, RequestEntityTooLarge
 
-from app.errors import GatewayError, problem_response
+from app.errors import GatewayError, PROBLEM_BASE, problem_response
 from app.proxy import is_upgrade
 from app.edge.guard.cors import actual_headers, is_preflight, preflight_headers
 from app.edge.guard.settings import EdgePolicy, GuardSettings
@@ -28,25 +28,23 @@ __all__ = ["BodyTooLarge", "ClientRefused", "EdgeGuard", "OriginRefused", "POLIC
 #: app.extensions key: endpoint → EdgePolicy for the routes with their own `edge` settings.
 POLICIES = "frontdesk.edge_policies"
 
-_PROBLEM_BASE = "https://frontdesk.dev/problems/"
-
 
 class ClientRefused(GatewayError, Forbidden):
     """The client's address or user agent is refused on this route."""
 
-    problem = _PROBLEM_BASE + "client-refused"
+    problem = PROBLEM_BASE + "client-refused"
 
 
 class OriginRefused(GatewayError, Forbidden):
     """A WebSocket handshake from a browser page whose origin the route's CORS rules do not allow."""
 
-    problem = _PROBLEM_BASE + "origin-refused"
+    problem = PROBLEM_BASE + "origin-refused"
 
 
 class BodyTooLarge(GatewayError, RequestEntityTooLarge):
     """The request body is larger than the route accepts."""
 
-    problem = _PROBLEM_BASE + "body-too-large"
+    problem = PROBLEM_BASE + "body-too-large"
 
 
 class EdgeGuard:

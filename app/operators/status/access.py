@@ -9,13 +9,12 @@ from collections.abc import Callable
 from werkzeug.exceptions import Forbidden, TooManyRequests, Unauthorized
 
 from app.admin import BasicLogin, admin_authorized, basic_credentials
-from app.errors import GatewayError
+from app.errors import GatewayError, PROBLEM_BASE
 from app.operators.metrics_endpoint import address_allowed
 from app.operators.status.settings import StatusSettings
 
 __all__ = ["Gate", "StatusBusy", "StatusForbidden", "StatusUnauthorized"]
 
-_PROBLEM_BASE = "https://frontdesk.dev/problems/"
 
 # A password hash costs ~0.14 s of CPU (werkzeug's scrypt default) and blocks the worker's event
 # loop meanwhile: each worker verifies at most this many unknown credentials per second, and
@@ -28,20 +27,20 @@ _REMEMBERED = 16
 class StatusForbidden(GatewayError, Forbidden):
     """The request came from an address outside [status] allow_from."""
 
-    problem = _PROBLEM_BASE + "status-forbidden"
+    problem = PROBLEM_BASE + "status-forbidden"
 
 
 class StatusUnauthorized(GatewayError, Unauthorized):
     """No credentials, or wrong ones, while [status] asks for them."""
 
-    problem = _PROBLEM_BASE + "status-unauthorized"
+    problem = PROBLEM_BASE + "status-unauthorized"
     extra_headers = (("WWW-Authenticate", 'Basic realm="frontdesk status", charset="UTF-8"'),)
 
 
 class StatusBusy(GatewayError, TooManyRequests):
     """More unknown credentials than this worker verifies per second."""
 
-    problem = _PROBLEM_BASE + "status-busy"
+    problem = PROBLEM_BASE + "status-busy"
     extra_headers = (("Retry-After", "1"),)
 
 

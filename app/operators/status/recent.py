@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from flask import Response, request
 
 from app.environ import UPSTREAM_ENVIRON
-from app.errors import PROBLEM_JSON
+from app.errors import PROBLEM_BASE, PROBLEM_JSON
 from app.observability.logs import current_request_id
 
 __all__ = ["ErrorRecord", "RecentErrors"]
 
 # Paths are client-chosen: a bounded length keeps one absurd request from filling the page.
 _MAX_PATH = 200
-_PROBLEM_BASE = "https://frontdesk.dev/problems/"
 
 
 @dataclass(frozen=True)
@@ -67,8 +66,8 @@ def _source(response: Response) -> str:
         except ValueError:
             problem = None
         kind = problem.get("type") if isinstance(problem, dict) else None
-        if isinstance(kind, str) and kind.startswith(_PROBLEM_BASE):
-            return "gateway: " + kind.removeprefix(_PROBLEM_BASE)
+        if isinstance(kind, str) and kind.startswith(PROBLEM_BASE):
+            return "gateway: " + kind.removeprefix(PROBLEM_BASE)
     upstream = request.environ.get(UPSTREAM_ENVIRON)
     if upstream is not None:
         return f"upstream {upstream[0]} ({upstream[1]})"  # the backend's own answer, forwarded
